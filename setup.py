@@ -1,0 +1,37 @@
+"""findap-jax: domain-adaptive post-training of LLMs for finance (FinDAP) in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="findap-jax",
+    version="0.1.0",
+    description="FinDAP recipe (joint CPT+IT, preference alignment, FinEval) in JAX/Flax NNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["findap_jax", "findap_jax.*"]),
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.10.2",
+        "jaxlib>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml-collections>=1.1.0",
+        "numpy>=1.26",
+        "safetensors>=0.4",
+        "tokenizers>=0.20",
+        "sentencepiece>=0.2",
+        "gguf>=0.17",
+        "absl-py>=2.1",
+    ],
+    extras_require={
+        # torch/transformers are references for tests only, never imported by the package.
+        "test": [
+            "pytest>=8",
+            "torch==2.13.0",
+            "transformers>=5.0",
+            "jinja2>=3.1",
+        ],
+    },
+    entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},
+)
