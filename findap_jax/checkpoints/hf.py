@@ -1,0 +1,163 @@
+"""Hugging Face Llama directories (config.json + *.safetensors) <-> our parameters."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from findap_jax.checkpoints import safetensors_io as st
+from findap_jax.checkpoints.params import build_model, host_arrays
+from findap_jax.model import Llama, LlamaConfig
+
+# Buffers some exporters write that carry no learned state.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def layer_tensors(cfg: LlamaConfig):
+    """(hf suffix, our path under layers, hf->ours, ours->hf) per decoder-layer tensor.
+    Ours: q/k/v [E, heads, D], o [heads, D, E], MLP [in, out]; HF: torch [out, in]."""
+    e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    same = (lambda w: w, lambda w: w)
+    t = (lambda w: w.T, lambda w: w.T)
+
+    def qkv(n):
+        return (lambda w: w.T.reshape(e, n, d), lambda w: w.reshape(e, n * d).T)
+
+    return [
+        ("input_layernorm.weight", ("attn_norm", "scale"), *same),
+        ("self_attn.q_proj.weight", ("attn", "q_proj"), *qkv(h)),
+        ("self_attn.k_proj.weight", ("attn", "k_proj"), *qkv(kv)),
+        ("self_attn.v_proj.weight", ("attn", "v_proj"), *qkv(kv)),
+        ("self_attn.o_proj.weight", ("attn", "o_proj"),
+         lambda w: w.T.reshape(h, d, e), lambda w: w.reshape(h * d, e).T),
+        ("post_attention_layernorm.weight", ("mlp_norm", "scale"), *same),
+        ("mlp.gate_proj.weight", ("mlp", "gate_proj"), *t),
+        ("mlp.up_proj.weight", ("mlp", "up_proj"), *t),
+        ("mlp.down_proj.weight", ("mlp", "down_proj"), *t),
+    ]
+
+
+def read_config(path: str | os.PathLike) -> LlamaConfig:
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: not found; an HF model directory needs config.json")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    return LlamaConfig.from_hf(d, source=str(cfg_path))
+
+
+def _tensor_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({path / f for f in weight_map.values()})
+        for f in files:
+            if not f.exists():
+                raise FileNotFoundError(f"{index}: lists {f.name}, which is missing")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors files (only safetensors weights are read)")
+    return files
+
+
+def load_hf(path: str | os.PathLike, **build_kw) -> Llama:
+    """Read an HF Llama directory into a model (`build_kw` goes to `build_model`)."""
+    path = Path(path)
+    cfg = read_config(path)
+    tensors: dict[str, tuple[np.ndarray, Path]] = {}
+    for f in _tensor_files(path):
+        for name, a in st.load_file(f).items():
+            if not name.endswith(_IGNORED_SUFFIXES):
+                tensors[name] = (a, f)
+
+    def take(name: str, shape: tuple, convert):
+        if name not in tensors:
+            raise ValueError(f"{path}: missing tensor {name}")
+        a, f = tensors.pop(name)
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{f}: tensor {name} has shape {tuple(a.shape)}, expected {shape} "
+                             f"from config.json")
+        return convert(a)
+
+    e, v, n = cfg.hidden_size, cfg.vocab_size, cfg.num_layers
+    arrays: dict = {"embed": take("model.embed_tokens.weight", (v, e), np.asarray),
+                    "final_norm": {"scale": take("model.norm.weight", (e,), np.asarray)}}
+    if cfg.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    else:
+        arrays["lm_head"] = take("lm_head.weight", (v, e), lambda w: w.T)
+    layers: dict = {}
+    for suffix, (mod, leaf), to_ours, to_hf in layer_tensors(cfg):
+        hf_shape = tuple(to_hf(np.zeros(_our_shape(cfg, mod, leaf), np.int8)).shape)
+        stack = [take(f"model.layers.{i}.{suffix}", hf_shape, to_ours) for i in range(n)]
+        layers.setdefault(mod, {})[leaf] = np.stack(stack)
+    arrays["layers"] = layers
+    if tensors:
+        extra = sorted(tensors)[:5]
+        raise ValueError(f"{path}: unexpected tensors {extra} (not a plain Llama checkpoint?)")
+    return build_model(cfg, arrays, source=str(path), **build_kw)
+
+
+def _our_shape(cfg: LlamaConfig, mod: str, leaf: str) -> tuple:
+    e, h, kv, d, f = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                      cfg.intermediate_size)
+    return {("attn_norm", "scale"): (e,), ("mlp_norm", "scale"): (e,),
+            ("attn", "q_proj"): (e, h, d), ("attn", "k_proj"): (e, kv, d),
+            ("attn", "v_proj"): (e, kv, d), ("attn", "o_proj"): (h, d, e),
+            ("mlp", "gate_proj"): (e, f), ("mlp", "up_proj"): (e, f),
+            ("mlp", "down_proj"): (f, e)}[(mod, leaf)]
+
+
+def to_hf_tensors(model: Llama, dtype=None) -> dict[str, np.ndarray]:
+    cfg = model.cfg
+    p = host_arrays(model)
+    cast = (lambda a: a) if dtype is None else (lambda a: a.astype(dtype))
+    out = {"model.embed_tokens.weight": cast(p["embed"]),
+           "model.norm.weight": cast(p["final_norm"]["scale"])}
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = cast(p["lm_head"].T)
+    for suffix, (mod, leaf), _, to_hf in layer_tensors(cfg):
+        stacked = p["layers"][mod][leaf]
+        for i in range(cfg.num_layers):
+            out[f"model.layers.{i}.{suffix}"] = cast(np.ascontiguousarray(to_hf(stacked[i])))
+    return out
+
+
+def save_hf(model: Llama, dst: str | os.PathLike, *, tokenizer=None, dtype=None,
+            max_shard_bytes: int = 5 * 2**30) -> Path:
+    """Write an HF directory transformers can load: config.json, safetensors (sharded
+    above `max_shard_bytes`), and the tokenizer files when a tokenizer is given."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors = to_hf_tensors(model, dtype)
+    dtype_name = str(next(iter(tensors.values())).dtype)
+    hf_cfg = model.cfg.to_hf() | {"torch_dtype": dtype_name}
+    shards: list[dict] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        nb = tensors[name].nbytes
+        if shards[-1] and size + nb > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += nb
+    if len(shards) == 1:
+        st.save_file(shards[0], dst / "model.safetensors")
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            st.save_file(shard, dst / fname)
+            weight_map.update({k: fname for k in shard})
+        total = sum(a.nbytes for a in tensors.values())
+        (dst / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (dst / "config.json").write_text(json.dumps(hf_cfg, indent=2))
+    if tokenizer is not None:
+        tokenizer.save(dst)
+    return dst
