@@ -31,6 +31,7 @@ setup(
             "torch==2.13.0",
             "transformers>=5.0",
             "jinja2>=3.1",
+            "accelerate>=1.0",  # transformers needs it to load GGUF files
         ],
     },
     entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},

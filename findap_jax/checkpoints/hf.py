@@ -74,14 +74,19 @@ def load_hf(path: str | os.PathLike, **build_kw) -> Llama:
         for name, a in st.load_file(f).items():
             if not name.endswith(_IGNORED_SUFFIXES):
                 tensors[name] = (a, f)
+    arrays = hf_tensors_to_arrays(cfg, tensors, str(path))
+    return build_model(cfg, arrays, source=str(path), **build_kw)
 
+
+def hf_tensors_to_arrays(cfg: LlamaConfig, tensors: dict, source: str) -> dict:
+    """{hf name: (array in torch layout, file)} -> pure dict in our layout (consumes `tensors`)."""
     def take(name: str, shape: tuple, convert):
         if name not in tensors:
-            raise ValueError(f"{path}: missing tensor {name}")
+            raise ValueError(f"{source}: missing tensor {name}")
         a, f = tensors.pop(name)
         if tuple(a.shape) != shape:
             raise ValueError(f"{f}: tensor {name} has shape {tuple(a.shape)}, expected {shape} "
-                             f"from config.json")
+                             f"from the model config")
         return convert(a)
 
     e, v, n = cfg.hidden_size, cfg.vocab_size, cfg.num_layers
@@ -99,8 +104,8 @@ def load_hf(path: str | os.PathLike, **build_kw) -> Llama:
     arrays["layers"] = layers
     if tensors:
         extra = sorted(tensors)[:5]
-        raise ValueError(f"{path}: unexpected tensors {extra} (not a plain Llama checkpoint?)")
-    return build_model(cfg, arrays, source=str(path), **build_kw)
+        raise ValueError(f"{source}: unexpected tensors {extra} (not a plain Llama checkpoint?)")
+    return arrays
 
 
 def _our_shape(cfg: LlamaConfig, mod: str, leaf: str) -> tuple:
