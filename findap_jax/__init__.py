@@ -10,7 +10,7 @@ def load_pretrained(path, **kwargs):
 
 def generate(model, tokenizer, prompts, **kwargs):
     """Batched text generation with a KV cache; returns one string per prompt."""
-    from findap_jax.generate.sampler import generate as _generate
+    from findap_jax.generation.sampler import generate as _generate
     return _generate(model, tokenizer, prompts, **kwargs)
 
 

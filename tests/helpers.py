@@ -38,3 +38,56 @@ def torch_logits(model, ids: np.ndarray) -> np.ndarray:
     import torch
     with torch.no_grad():
         return model(torch.as_tensor(ids)).logits.float().numpy()
+
+
+# Meta-Llama-3-8B-Instruct's chat template (public tokenizer_config.json), used as the
+# Jinja reference that transformers renders.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}")
+
+_CORPUS = [
+    "Revenue rose 12% to $3.4 billion as operating margin widened.",
+    "The company reported net income of 1,234 million euros for the fiscal year.",
+    "Bond yields fell after the central bank held interest rates steady.",
+    "EBITDA measures earnings before interest, taxes, depreciation and amortization.",
+    "Hello! How can I help you today? What is the capital of France? Paris.",
+] * 20
+
+
+def save_tiny_tokenizer(path, family: str = "chatml", vocab_size: int = 300):
+    """A byte-level BPE trained on a few sentences, with the family's special tokens and
+    chat template, saved as tokenizer.json + tokenizer_config.json."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if family == "llama3":
+        specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                    "<|end_header_id|>", "<|eot_id|>"]
+        conf = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                "chat_template": LLAMA3_TEMPLATE}
+    else:
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        conf = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                "chat_template": CHATML_TEMPLATE}
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(_CORPUS, trainer)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tk.save(str(path / "tokenizer.json"))
+    conf |= {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False}
+    (path / "tokenizer_config.json").write_text(json.dumps(conf))
+    return path

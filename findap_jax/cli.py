@@ -1,0 +1,78 @@
+"""`findap-jax` command line: one verb per stage of the pipeline.
+
+Verbs available now: convert, generate. (train, eval, distill, data, recipe arrive with
+their issues and take ml_collections config files.)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _convert(args) -> int:
+    from findap_jax.checkpoints import load_pretrained, save_pretrained
+    model, tok = load_pretrained(args.src, dtype=args.dtype, chat_format=args.chat_format)
+    out = save_pretrained(model, tok, args.dst, to=args.to, dtype=args.save_dtype)
+    print(f"wrote {args.to} model to {out}")
+    return 0
+
+
+def _generate(args) -> int:
+    from findap_jax import generate, load_pretrained
+    t0 = time.perf_counter()
+    model, tok = load_pretrained(args.model, dtype=args.dtype, chat_format=args.chat_format)
+    t1 = time.perf_counter()
+    outs = generate(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                    seed=args.seed, stop=args.stop, chat=args.chat, system=args.system)
+    t2 = time.perf_counter()
+    for p, o in zip(args.prompt, outs):
+        if len(args.prompt) > 1:
+            print(f"### {p}")
+        print(o)
+    print(f"[loaded in {t1 - t0:.1f}s, generated in {t2 - t1:.1f}s]", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="findap-jax", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    c = sub.add_parser("convert", help="convert a model between HF, GGUF (input only) and orbax")
+    c.add_argument("--src", required=True, help="HF directory, .gguf file or orbax export")
+    c.add_argument("--dst", required=True, help="output directory")
+    c.add_argument("--to", choices=["hf", "orbax"], default="hf")
+    c.add_argument("--dtype", default="float32", help="dtype to load parameters in")
+    c.add_argument("--save-dtype", default=None, help="dtype of the saved HF tensors (default: as loaded)")
+    c.add_argument("--chat-format", default=None, choices=["llama3", "chatml", "smollm"])
+    c.set_defaults(fn=_convert)
+
+    g = sub.add_parser("generate", help="generate text from a model")
+    g.add_argument("--model", required=True, help="HF directory, .gguf file or orbax export")
+    g.add_argument("--prompt", required=True, action="append", help="repeat for a batch")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt in the chat template")
+    g.add_argument("--system", default=None, help="system message (with --chat)")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--dtype", default="float32")
+    g.add_argument("--chat-format", default=None, choices=["llama3", "chatml", "smollm"])
+    g.set_defaults(fn=_generate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"findap-jax {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

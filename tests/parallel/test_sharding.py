@@ -1,0 +1,45 @@
+"""Forward on 8 virtual CPU devices under fsdp/tensor sharding equals one device."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from findap_jax.model import Llama, get_preset
+from findap_jax.parallel import logical_to_spec, make_mesh, shard_module
+
+
+@pytest.mark.parametrize("shape", [dict(data=1, fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2),
+                                   dict(data=1, fsdp=-1, tensor=1)])
+def test_sharded_forward_equals_single_device(shape):
+    assert jax.device_count() == 8
+    cfg = get_preset("tiny").replace(tie_word_embeddings=False)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 24)))
+    segs = jnp.asarray(np.repeat([[1] * 10 + [2] * 14], 8, axis=0))
+    ref = np.asarray(Llama(cfg, rngs=nnx.Rngs(0))(ids, segment_ids=segs))
+
+    mesh = make_mesh(shape)
+    model = shard_module(Llama(cfg, rngs=nnx.Rngs(0)), mesh)
+    if mesh.shape["tensor"] == 2:
+        assert model.layers.attn.q_proj[...].sharding.spec == P(None, "fsdp", "tensor", None)
+    with jax.set_mesh(mesh):
+        out = nnx.jit(lambda m, x, s: m(x, segment_ids=s))(model, ids, segs)
+    assert out.sharding.spec[0] in (("data", "fsdp"), "fsdp", "data")
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+
+
+def test_rules_drop_mesh_axes_that_do_not_divide():
+    mesh = make_mesh(dict(data=1, fsdp=4, tensor=2))
+    assert logical_to_spec(("embed", "heads", "head_dim"), (576, 9, 64), mesh) == P("fsdp", None, None)
+    assert logical_to_spec(("batch", "length"), (8, 16), mesh) == P("fsdp", None)
+    assert logical_to_spec(("vocab", "embed"), (256, 64), mesh) == P("tensor", "fsdp")
+
+
+def test_make_mesh_errors():
+    with pytest.raises(ValueError, match="needs 6 devices"):
+        make_mesh(dict(data=3, fsdp=2, tensor=1))
+    with pytest.raises(ValueError, match="at most one axis"):
+        make_mesh(dict(data=-1, fsdp=-1))
+    with pytest.raises(ValueError, match="unknown mesh axes"):
+        make_mesh(dict(model=8))
