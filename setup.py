@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["findap_jax", "findap_jax.*"]),
     include_package_data=True,
+    package_data={"findap_jax.data": ["bundled/*/*.jsonl", "bundled/*.md", "bundled/licenses/*"]},
     install_requires=[
         "jax>=0.10.2",
         "jaxlib>=0.10.2",
@@ -23,6 +24,11 @@ setup(
         "sentencepiece>=0.2",
         "gguf>=0.17",
         "absl-py>=2.1",
+        "seqio>=0.0.20",
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-text>=2.21,<2.22",  # same minor version as tensorflow
+        "tensorflow-datasets>=4.9.10",
+        "pyarrow>=14",
     ],
     extras_require={
         # torch/transformers are references for tests only, never imported by the package.

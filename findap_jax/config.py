@@ -1,0 +1,124 @@
+"""Config files: `path.py[:arg]` defining `get_config(arg=None) -> ConfigDict`, plus dotted
+overrides `--config.a.b=value` (big_vision / absl config_flags convention).
+
+Overrides are parsed by the type of the field they replace; an unknown key is an error
+that lists the closest existing keys. The result is locked so a typo in code fails too.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+
+
+def _flat_keys(cfg, prefix="") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, ml_collections.ConfigDict):
+            out += _flat_keys(v, key + ".")
+    return out
+
+
+def load_module_config(spec: str) -> ml_collections.ConfigDict:
+    path, _, arg = spec.partition(":")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: config file not found")
+    mod_spec = importlib.util.spec_from_file_location(f"findap_config_{p.stem}", p)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path}: defines no get_config()")
+    cfg = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ValueError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return cfg
+
+
+def parse_value(text: str, current):
+    """Parse an override string into the type of the value it replaces."""
+    if isinstance(current, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(float(text)) if text.replace(".", "", 1).lstrip("-").isdigit() else int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, str):
+        return text
+    if current is None or isinstance(current, (list, tuple, dict)):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text if current is None else json.loads(text)
+    return text
+
+
+def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            full = ".".join(parts[:i + 1])
+            near = difflib.get_close_matches(full, _flat_keys(cfg), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise KeyError(f"unknown config key '{key}'{hint}")
+        if i < len(parts) - 1:
+            node = node[part]
+    leaf = parts[-1]
+    current = node[leaf]
+    try:
+        value = parse_value(text, current)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"config key '{key}': {e}") from None
+    with node.unlocked():
+        if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
+            node[leaf] = ml_collections.ConfigDict(value)
+        else:
+            node[leaf] = value
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """`spec` is `file.py[:arg]`; overrides are `key=value` strings (dotted keys)."""
+    cfg = load_module_config(spec)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value")
+        apply_override(cfg, key, value)
+    cfg.lock()
+    return cfg
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+    """Pull `--config=...` and `--config.key=value` out of argv; return the rest."""
+    spec, overrides, rest = None, [], []
+    it = iter(argv)
+    for a in it:
+        if a == "--config":
+            spec = next(it, None)
+        elif a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+        elif a.startswith("--config."):
+            body = a[len("--config."):]
+            if "=" not in body:
+                body = f"{body}={next(it, '')}"
+            overrides.append(body)
+        else:
+            rest.append(a)
+    return spec, overrides, rest
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    return cfg.to_json_best_effort(indent=2, sort_keys=True)

@@ -1,0 +1,185 @@
+"""Read FinTrain-style record files (jsonl, json, parquet, txt; glob patterns) and check
+their schemas. Every error names the file, the line (or record index) and the field.
+
+Schemas:
+  cpt         {"text": str}
+  chat        {"messages": [{"role", "content"}, ...]} or {"prompt": str, "response": str}
+  preference  {"prompt": str | "messages": [...], "chosen": str, "rejected": str}
+  cfa         {"question", "answer_choices", "answer", optional "scenario", "exhibit", "id"}
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+
+from findap_jax.data.chat import check_messages
+
+
+class RecordError(ValueError):
+    """A bad record: the message starts with `file:line`."""
+
+
+@dataclasses.dataclass
+class SkipCounter:
+    """What was skipped (policy 'skip') and why, by reason."""
+    counts: dict = dataclasses.field(default_factory=dict)
+    examples: list = dataclasses.field(default_factory=list)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if len(self.examples) < 20:
+            self.examples.append(f"{where}: {reason}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def expand(patterns: str | Sequence[str]) -> list[str]:
+    """Sorted files matching glob pattern(s); a pattern matching nothing is an error."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files: list[str] = []
+    for p in patterns:
+        hits = sorted(glob.glob(os.path.expanduser(p), recursive=True))
+        if not hits:
+            raise FileNotFoundError(f"{p}: no files match")
+        files += [h for h in hits if os.path.isfile(h)]
+    return files
+
+
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes) with LF, CRLF or lone-CR line ends."""
+    with open(path, "rb") as f:
+        data = f.read()
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    for i, line in enumerate(data.split(b"\n"), start=1):
+        yield i, line
+
+
+def read_raw(path: str, text_field: str = "text") -> Iterator[tuple[str, dict | None, str | None]]:
+    """Yield (location, record or None, error or None) for every record of one file.
+    Blank lines are passed over. `.txt` files give one {"text": ...} per file."""
+    ext = path.rsplit(".", 1)[-1].lower()
+    if ext == "json":
+        try:
+            text = open(path, "rb").read().decode("utf-8")
+            data = json.loads(text)
+        except UnicodeDecodeError as e:
+            yield f"{path}", None, f"undecodable bytes (not UTF-8) at byte {e.start}"
+            return
+        except json.JSONDecodeError as e:
+            yield f"{path}:{e.lineno}", None, f"invalid JSON: {e.msg}"
+            return
+        if not isinstance(data, list):
+            yield f"{path}", None, "a .json file must hold a list of records"
+            return
+        for i, rec in enumerate(data):
+            yield f"{path}[{i}]", rec, None
+    elif ext == "jsonl":
+        for n, raw in _lines(path):
+            if not raw.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield where, None, f"undecodable bytes (not UTF-8) at column {e.start + 1}"
+                continue
+            try:
+                yield where, json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield where, None, f"invalid JSON at column {e.colno}: {e.msg}"
+    elif ext == "parquet":
+        import pyarrow.parquet as pq
+        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+            yield f"{path}[{i}]", rec, None
+    elif ext == "txt":
+        try:
+            text = open(path, "rb").read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield path, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
+            return
+        yield path, {text_field: text.replace("\r\n", "\n").replace("\r", "\n")}, None
+    else:
+        yield path, None, f"unsupported file type .{ext} (use .jsonl, .json, .parquet or .txt)"
+
+
+def _str_field(rec: dict, key: str, allow_empty: bool = False) -> str:
+    if key not in rec:
+        raise RecordError(f"field '{key}': missing")
+    v = rec[key]
+    if not isinstance(v, str):
+        raise RecordError(f"field '{key}': expected a string, got {type(v).__name__}")
+    if not allow_empty and not v.strip():
+        raise RecordError(f"field '{key}': empty")
+    return v
+
+
+def validate(kind: str, rec) -> dict:
+    """Normalise one record of `kind`; raises RecordError('field ...: ...')."""
+    if not isinstance(rec, dict):
+        raise RecordError(f"expected a JSON object, got {type(rec).__name__}")
+    if kind == "cpt":
+        return {"text": _str_field(rec, "text")}
+    if kind == "chat":
+        if "messages" in rec:
+            msgs = rec["messages"]
+            try:
+                check_messages(msgs, "field 'messages'")
+            except ValueError as e:
+                raise RecordError(str(e)) from None
+            if not any(m["role"] == "assistant" for m in msgs):
+                raise RecordError("field 'messages': no assistant turn to learn from")
+            return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
+        if "prompt" in rec or "response" in rec:
+            return {"messages": [{"role": "user", "content": _str_field(rec, "prompt")},
+                                 {"role": "assistant", "content": _str_field(rec, "response")}]}
+        raise RecordError("field 'messages': missing (or give 'prompt' and 'response')")
+    if kind == "preference":
+        if "messages" in rec:
+            try:
+                check_messages(rec["messages"], "field 'messages'")
+            except ValueError as e:
+                raise RecordError(str(e)) from None
+            prompt = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
+        else:
+            prompt = [{"role": "user", "content": _str_field(rec, "prompt")}]
+        if prompt[-1]["role"] == "assistant":
+            raise RecordError("field 'messages': the prompt must end with a user turn")
+        return {"messages": prompt, "chosen": _str_field(rec, "chosen"),
+                "rejected": _str_field(rec, "rejected")}
+    if kind == "cfa":
+        choices = rec.get("answer_choices")
+        if not isinstance(choices, (list, dict)) or not choices:
+            raise RecordError("field 'answer_choices': expected a non-empty list or object")
+        out = {"question": _str_field(rec, "question"), "answer": _str_field(rec, "answer"),
+               "answer_choices": choices}
+        for opt in ("scenario", "exhibit", "id"):
+            if rec.get(opt) is not None:
+                out[opt] = str(rec[opt])
+        return out
+    raise ValueError(f"unknown record kind {kind!r} (cpt, chat, preference, cfa)")
+
+
+def read_records(patterns: str | Sequence[str], kind: str, on_error: str = "raise",
+                 skipped: SkipCounter | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield (location, normalised record). on_error='raise' stops at the first bad record
+    with `file:line: field ...`; 'skip' counts it in `skipped` and goes on."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    for path in expand(patterns):
+        for where, rec, err in read_raw(path):
+            if err is None:
+                try:
+                    yield where, validate(kind, rec)
+                    continue
+                except RecordError as e:
+                    err = str(e)
+            if on_error == "raise":
+                raise RecordError(f"{where}: {err}")
+            if skipped is not None:
+                skipped.add(err.split(":")[0] if err.startswith("field") else err, where)

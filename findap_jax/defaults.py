@@ -1,0 +1,31 @@
+"""Default config sections that the files in configs/ compose and override."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def model_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        path="smollm2",      # HF dir, .gguf, orbax export; "smollm2" = SmolLM2-135M-Instruct from PyPI
+        dtype="float32",     # compute dtype
+        param_dtype="float32",
+        chat_format=ml_collections.FieldReference(None, field_type=str),
+        remat="none",
+    ))
+
+
+def data_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        mixture="findap_joint",   # a registered mixture or task name
+        seq_len=512,
+        batch_size=8,             # global batch (rows); each host reads batch_size / process_count
+        pack=True,
+        seed=42,
+        on_bad_record="raise",    # or "skip" (counted and reported)
+        data_dir="",              # root of the task files; "" = the bundled corpora
+        cache_in_memory=True,     # keep tokenised examples in RAM after the first epoch
+        joint=dict(cpt_rate=0.5, cpt_finance_share=0.5, it_finance_share=0.2),
+        # Extra or replacement tasks: {name: {"kind": "cpt"|"chat"|"preference",
+        #                                     "train": glob(s), "validation": glob(s)}}
+        tasks=ml_collections.ConfigDict(),
+    ))

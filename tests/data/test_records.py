@@ -1,0 +1,65 @@
+"""Record readers: schemas, and bad input -> file:line + field, or a counted skip."""
+import json
+
+import pytest
+
+from findap_jax.data.records import RecordError, SkipCounter, read_records
+
+
+def _write(path, lines: list[bytes]):
+    path.write_bytes(b"\n".join(lines))
+    return str(path)
+
+
+def test_formats_and_line_ends(tmp_path):
+    crlf = _write(tmp_path / "a.jsonl", [b'{"text": "one"}\r', b"", b'{"text": "two"}\r', b""])
+    cr = tmp_path / "b.jsonl"
+    cr.write_bytes(b'{"text": "three"}\r{"text": "four"}\r')
+    (tmp_path / "c.json").write_text(json.dumps([{"text": "five"}]))
+    (tmp_path / "d.txt").write_bytes(b"six\r\nseven")
+    got = [r["text"] for _, r in read_records(str(tmp_path / "*"), "cpt")]
+    assert got == ["one", "two", "three", "four", "five", "six\nseven"]
+    locs = [w for w, _ in read_records(crlf, "cpt")]
+    assert locs == [f"{crlf}:1", f"{crlf}:3"]
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"prompt": ["p1", "p2"], "response": ["r1", "r2"]}), tmp_path / "x.parquet")
+    recs = [r for _, r in read_records(str(tmp_path / "x.parquet"), "chat")]
+    assert recs[1]["messages"] == [{"role": "user", "content": "p2"}, {"role": "assistant", "content": "r2"}]
+
+
+BAD = [
+    (b'{"txt": "x"}', "cpt", r"bad\.jsonl:2: field 'text': missing"),
+    (b'{"text": "   "}', "cpt", r"bad\.jsonl:2: field 'text': empty"),
+    (b'{"text": 5}', "cpt", r"bad\.jsonl:2: field 'text': expected a string, got int"),
+    (b'{"text": "caf\xe9"}', "cpt", r"bad\.jsonl:2: undecodable bytes"),
+    (b'{"text": "x"', "cpt", r"bad\.jsonl:2: invalid JSON"),
+    (b'[1, 2]', "cpt", r"bad\.jsonl:2: expected a JSON object"),
+    (b'{"messages": [{"role": "robot", "content": "x"}]}', "chat",
+     r"bad\.jsonl:2: field 'messages'\[0\]\.role: unknown role 'robot'"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "chat", r"bad\.jsonl:2: .*no assistant turn"),
+    (b'{"prompt": "q", "chosen": "a"}', "preference", r"bad\.jsonl:2: field 'rejected': missing"),
+    (b'{"question": "q", "answer": "A", "answer_choices": []}', "cfa",
+     r"bad\.jsonl:2: field 'answer_choices'"),
+]
+GOOD = {"cpt": b'{"text": "fine"}', "chat": b'{"prompt": "q", "response": "a"}',
+        "preference": b'{"prompt": "q", "chosen": "a", "rejected": "b"}',
+        "cfa": b'{"question": "q", "answer": "A", "answer_choices": ["x", "y"]}'}
+
+
+@pytest.mark.parametrize("line,kind,pattern", BAD)
+def test_bad_record_raises_with_location_or_is_counted(tmp_path, line, kind, pattern):
+    path = _write(tmp_path / "bad.jsonl", [GOOD[kind], line, GOOD[kind]])
+    with pytest.raises(RecordError, match=pattern):
+        list(read_records(path, kind))
+    skipped = SkipCounter()
+    assert len(list(read_records(path, kind, on_error="skip", skipped=skipped))) == 2
+    assert skipped.total == 1 and f"{path}:2" in skipped.examples[0]
+
+
+def test_missing_files_are_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        list(read_records(str(tmp_path / "*.jsonl"), "cpt"))
