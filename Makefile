@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/forward_throughput.py
+	$(BIN)/python bench/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

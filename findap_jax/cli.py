@@ -1,7 +1,7 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs available now: convert, generate. (train, eval, distill, data, recipe arrive with
-their issues and take ml_collections config files.)
+Verbs available now: convert, generate, data. (train, eval, distill, recipe arrive with
+their issues.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def _generate(args) -> int:
     return 0
 
 
+def _data(args) -> int:
+    from findap_jax.checkpoints.loader import load_tokenizer
+    from findap_jax.config import load_config
+    from findap_jax.data.inspect import inspect
+
+    if args.action != "inspect":
+        raise ValueError(f"unknown data action {args.action!r} (inspect)")
+    if not args.config:
+        raise ValueError("--config=FILE.py[:arg] is required")
+    cfg = load_config(args.config, args.config_overrides)
+    tok = load_tokenizer(cfg.model.path, cfg.model.chat_format)
+    inspect(cfg, tok, examples=args.examples, batches=args.batches, rows=args.rows, split=args.split)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="findap-jax", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -62,14 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32")
     g.add_argument("--chat-format", default=None, choices=["llama3", "chatml", "smollm"])
     g.set_defaults(fn=_generate)
+
+    d = sub.add_parser("data", help="inspect a data config (token counts, shares, masks)")
+    d.add_argument("action", choices=["inspect"])
+    d.add_argument("--examples", type=int, default=2000, help="examples drawn to measure shares")
+    d.add_argument("--batches", type=int, default=20, help="packed batches for fill/coverage")
+    d.add_argument("--rows", type=int, default=2, help="rows to decode")
+    d.add_argument("--split", default="train")
+    d.set_defaults(fn=_data)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from findap_jax.config import split_config_args
+
+    spec, overrides, rest = split_config_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
+    args.config, args.config_overrides = spec, overrides
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"findap-jax {args.verb}: error: {e}", file=sys.stderr)
         return 2
 

