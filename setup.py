@@ -38,6 +38,7 @@ setup(
             "transformers>=5.0",
             "jinja2>=3.1",
             "accelerate>=1.0",  # transformers needs it to load GGUF files
+            "trl>=1.0",  # reference DPO/IPO/RPO losses
         ],
     },
     entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},

@@ -1,0 +1,1 @@
+"""Losses, train state, the train step and the trainer loop."""

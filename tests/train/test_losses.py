@@ -1,0 +1,135 @@
+"""Losses against TRL's DPOTrainer loss code (same log-probs; same tiny model through
+transformers) and against direct formulas."""
+import collections
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from findap_jax.checkpoints.hf import load_hf
+from findap_jax.train.losses import cross_entropy, preference_loss, sequence_logps, token_logprobs
+from tests.helpers import save_random_hf_llama
+
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+           "logps/chosen", "logps/rejected")
+
+
+def trl_loss(per_token_logps, completion_mask, ref_chosen, ref_rejected, loss_types, beta,
+             loss_weights=None):
+    """Run TRL's own DPOTrainer._compute_loss with a stand-in model that returns the given
+    per-token log-probs (HF shift: position t scores token t+1)."""
+    import torch
+    from trl import DPOTrainer
+
+    lp = torch.as_tensor(np.asarray(per_token_logps), dtype=torch.float32)
+    cm = torch.as_tensor(np.asarray(completion_mask), dtype=torch.long)
+
+    class StandIn(torch.nn.Module):
+        training = True
+
+        def forward(self, input_ids, attention_mask=None, labels=None, **kw):
+            shift = (labels[:, 1:] != -100).float()
+            b, n = shift.shape
+            return types.SimpleNamespace(log_probs=lp * shift, entropy=torch.zeros(b, n),
+                                         mean_logits=torch.zeros(b, n),
+                                         is_top1=torch.zeros(b, n, dtype=torch.bool))
+
+    acc = types.SimpleNamespace(device="cpu", gather=lambda x: x, gather_for_metrics=lambda x: x)
+    fake = types.SimpleNamespace(
+        model=StandIn(), accelerator=acc, aux_loss_enabled=False, ld_alpha=None,
+        precompute_ref_logps=True, ref_model=None, f_divergence_type="reverse_kl",
+        f_alpha_divergence_coef=1.0, loss_types=loss_types, loss_weights=loss_weights or [1.0] * len(loss_types),
+        beta=beta, label_smoothing=0.0, use_weighting=False, args=None, router_aux_loss_coef=0.0,
+        _metrics={"train": collections.defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+    ids = torch.zeros(cm.shape, dtype=torch.long)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": cm,
+              "ref_chosen_logps": torch.as_tensor(np.asarray(ref_chosen), dtype=torch.float32),
+              "ref_rejected_logps": torch.as_tensor(np.asarray(ref_rejected), dtype=torch.float32)}
+    loss = DPOTrainer._compute_loss(fake, fake.model, inputs, return_outputs=False)
+    return float(loss), {k: fake._metrics["train"][k][-1] for k in METRICS}
+
+
+def ours(per_token_logps, completion_mask, ref_c, ref_r, kind, beta, alpha=1.0):
+    w = jnp.asarray(completion_mask[:, 1:], jnp.float32)
+    seq = jnp.sum(jnp.asarray(per_token_logps) * w, axis=1)
+    b = len(seq) // 2
+    nll = -jnp.sum(jnp.asarray(per_token_logps[:b]) * w[:b]) / jnp.sum(w[:b])
+    toks = jnp.sum(w, axis=1)
+    return preference_loss(seq[:b], seq[b:], jnp.asarray(ref_c), jnp.asarray(ref_r), kind=kind, beta=beta,
+                           chosen_tokens=toks[:b], rejected_tokens=toks[b:], chosen_nll=nll, alpha=alpha)
+
+
+def _random_batch(seed, b=4, n=12):
+    rng = np.random.default_rng(seed)
+    logps = -rng.gamma(2.0, 1.0, (2 * b, n - 1))
+    mask = np.zeros((2 * b, n), np.int64)
+    for i in range(2 * b):
+        start = rng.integers(2, 6)
+        mask[i, start:rng.integers(start + 2, n + 1)] = 1
+    return logps, mask, -rng.gamma(5.0, 2.0, b), -rng.gamma(5.0, 2.0, b)
+
+
+@pytest.mark.parametrize("kind,trl_types,weights", [("dpo", ["sigmoid"], None), ("ipo", ["ipo"], None),
+                                                    ("rpo", ["sigmoid", "sft"], [1.0, 0.7])])
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_preference_losses_equal_trl_on_same_logps(kind, trl_types, weights, beta):
+    logps, mask, ref_c, ref_r = _random_batch(int(beta * 10))
+    ref_loss, ref_metrics = trl_loss(logps, mask, ref_c, ref_r, trl_types, beta, weights)
+    loss, metrics = ours(logps, mask, ref_c, ref_r, kind, beta, alpha=(weights or [1, 1])[-1])
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    for k in METRICS:
+        assert abs(float(metrics[k]) - ref_metrics[k]) <= 1e-5, k
+
+
+def test_dpo_on_tiny_model_through_transformers_equals_trl(tmp_path):
+    """Same tiny Llama: log-probs from transformers into TRL's loss vs our model + loss."""
+    import torch
+
+    ref_model = save_random_hf_llama(tmp_path, "gqa_untied")
+    model = load_hf(tmp_path)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 97, (4, 10))
+    mask = np.zeros((4, 10), np.int64)
+    mask[:, 4:] = 1
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        logits = ref_model(torch.as_tensor(ids)).logits
+    hf_lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, torch.as_tensor(ids[:, 1:, None]))[..., 0].numpy()
+    ref_c, ref_r = np.array([-20.0, -25.0]), np.array([-22.0, -21.0])
+    ref_loss, ref_metrics = trl_loss(hf_lp, mask, ref_c, ref_r, ["sigmoid"], 0.1)
+    seq = sequence_logps(model(jnp.asarray(ids))[:, :-1], jnp.asarray(ids[:, 1:]), jnp.asarray(mask[:, 1:]))
+    loss, metrics = preference_loss(seq[:2], seq[2:], ref_c, ref_r, kind="dpo", beta=0.1)
+    assert abs(float(loss) - ref_loss) <= 1e-5
+    for k in METRICS:
+        assert abs(float(metrics[k]) - ref_metrics[k]) <= 1e-4, k
+
+
+def test_cross_entropy_against_direct_formula():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    targets = rng.integers(0, 7, (2, 5))
+    w = np.array([[1, 1, 0, 1, 0], [0, 0, 0, 1, 1]], np.float32)
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(lp, targets[..., None], -1)[..., 0]
+    loss, m = cross_entropy(logits, targets, w)
+    np.testing.assert_allclose(float(loss), (nll * w).sum() / w.sum(), rtol=1e-6)
+    per_seq, _ = cross_entropy(logits, targets, w, per_sequence=True)
+    np.testing.assert_allclose(float(per_seq), np.mean([(nll[i] * w[i]).sum() / w[i].sum() for i in range(2)]),
+                               rtol=1e-6)
+    smooth, _ = cross_entropy(logits, targets, w, label_smoothing=0.1)
+    want = ((0.9 * nll - 0.1 * lp.mean(-1)) * w).sum() / w.sum()
+    np.testing.assert_allclose(float(smooth), want, rtol=1e-6)
+    zl, mz = cross_entropy(logits, targets, w, z_loss=1e-2)
+    lse = np.log(np.exp(logits).sum(-1))
+    np.testing.assert_allclose(float(zl), ((nll + 1e-2 * lse ** 2) * w).sum() / w.sum(), rtol=1e-6)
+    assert float(m["tokens"]) == 5.0
+    np.testing.assert_allclose(np.asarray(token_logprobs(logits, targets)), -nll, atol=1e-6)
+
+
+def test_label_smoothing_is_conservative_dpo():
+    z = 0.1 * (np.array([2.0]) - np.array([-1.0]))
+    loss, _ = preference_loss(jnp.array([2.0]), jnp.array([-1.0]), jnp.array([0.0]), jnp.array([0.0]),
+                              beta=0.1, label_smoothing=0.2)
+    want = -0.8 * np.log(1 / (1 + np.exp(-z))) - 0.2 * np.log(1 / (1 + np.exp(z)))
+    np.testing.assert_allclose(float(loss), want[0], rtol=1e-6)
