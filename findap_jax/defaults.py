@@ -29,3 +29,27 @@ def data_config() -> ml_collections.ConfigDict:
         #                                     "train": glob(s), "validation": glob(s)}}
         tasks=ml_collections.ConfigDict(),
     ))
+
+
+def train_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        loss="lm",                # lm (CPT/SFT/joint), dpo, ipo, rpo
+        steps=100,
+        lr=5e-6,
+        warmup=0.1,               # fraction of steps (< 1) or a step count
+        schedule="cosine",        # cosine, linear, constant
+        end_lr_ratio=0.0,
+        weight_decay=0.1,
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        max_grad_norm=1.0,
+        grad_accum=1,
+        z_loss=0.0,
+        label_smoothing=0.0,
+        per_sequence=False,       # CE as the mean of per-document means
+        beta=0.1,                 # DPO/IPO/RPO
+        alpha=1.0,                # RPO: weight of the chosen NLL
+        reference="live",         # live (frozen copy) or precomputed (log-prob pass first)
+        seed=0,
+    ))

@@ -20,9 +20,14 @@ def token_logprobs(logits, targets):
 
 
 def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smoothing: float = 0.0,
-                  per_sequence: bool = False):
+                  per_sequence: bool = False, segment_ids=None, normalizer=None,
+                  token_normalizer=None):
     """Masked next-token CE. Normalised by the number of target tokens (default) or as
-    the mean over sequences of each sequence's token mean. Returns (loss, metrics)."""
+    the mean over sequences of each sequence's token mean (a sequence is a packed
+    document when `segment_ids` is given, else a row). `normalizer` replaces the
+    local count (tokens, or non-empty sequences) and `token_normalizer` the token count
+    of the metrics, so that micro-batches of one global batch sum to the global values
+    exactly. Returns (loss, metrics)."""
     logits = logits.astype(jnp.float32)
     w = weights.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
@@ -34,18 +39,25 @@ def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smooth
     per_token = nll + (z_loss * jnp.square(lse) if z_loss else 0.0)
     n_tokens = jnp.sum(w)
     if per_sequence:
-        seq_tokens = jnp.sum(w, axis=-1)
-        seq_mean = jnp.sum(per_token * w, axis=-1) / jnp.maximum(seq_tokens, 1.0)
+        b, n = w.shape
+        seg = jnp.zeros_like(targets) if segment_ids is None else segment_ids
+        key = (jnp.arange(b)[:, None] * (n + 1) + seg).reshape(-1)
+        seq_tokens = jax.ops.segment_sum(w.reshape(-1), key, num_segments=b * (n + 1))
+        seq_sum = jax.ops.segment_sum((per_token * w).reshape(-1), key, num_segments=b * (n + 1))
+        seq_mean = seq_sum / jnp.maximum(seq_tokens, 1.0)
         has = (seq_tokens > 0).astype(jnp.float32)
-        loss = jnp.sum(seq_mean * has) / jnp.maximum(jnp.sum(has), 1.0)
+        denom = jnp.sum(has) if normalizer is None else normalizer
+        loss = jnp.sum(seq_mean * has) / jnp.maximum(denom, 1.0)
     else:
-        loss = jnp.sum(per_token * w) / jnp.maximum(n_tokens, 1.0)
+        denom = n_tokens if normalizer is None else normalizer
+        loss = jnp.sum(per_token * w) / jnp.maximum(denom, 1.0)
+    tok_denom = jnp.maximum(n_tokens if token_normalizer is None else token_normalizer, 1.0)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    metrics = {"nll": jnp.sum(-logp_target * w) / jnp.maximum(n_tokens, 1.0),
-               "accuracy": jnp.sum(correct * w) / jnp.maximum(n_tokens, 1.0),
+    metrics = {"nll": jnp.sum(-logp_target * w) / tok_denom,
+               "accuracy": jnp.sum(correct * w) / tok_denom,
                "tokens": n_tokens}
     if z_loss:
-        metrics["z_loss"] = jnp.sum(jnp.square(lse) * w) / jnp.maximum(n_tokens, 1.0)
+        metrics["z_loss"] = jnp.sum(jnp.square(lse) * w) / tok_denom
     return loss, metrics
 
 
@@ -59,10 +71,12 @@ PREFERENCE_LOSSES = ("dpo", "ipo", "rpo")
 
 def preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *,
                     kind: str = "dpo", beta: float = 0.1, label_smoothing: float = 0.0,
-                    chosen_tokens=None, rejected_tokens=None, chosen_nll=None, alpha: float = 1.0):
+                    chosen_tokens=None, rejected_tokens=None, chosen_nll=None, alpha: float = 1.0,
+                    normalizer=None):
     """DPO (sigmoid, optional conservative label smoothing), IPO (length-normalised, as
     TRL), RPO = DPO + alpha * token-mean NLL of the chosen completions (`chosen_nll`).
-    Returns (loss, metrics) with TRL's metric names."""
+    Means are over pairs, or sums divided by `normalizer` (the global pair count when
+    this is one micro-batch). Returns (loss, metrics) with TRL's metric names."""
     if kind not in PREFERENCE_LOSSES:
         raise ValueError(f"unknown preference loss {kind!r}; choose one of {PREFERENCE_LOSSES}")
     chosen_ratio = chosen_logps - ref_chosen_logps
@@ -76,7 +90,9 @@ def preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected
     else:
         z = beta * (chosen_ratio - rejected_ratio)
         per_pair = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(z) - label_smoothing * jax.nn.log_sigmoid(-z)
-    loss = jnp.mean(per_pair)
+    n = chosen_logps.shape[0] if normalizer is None else normalizer
+    mean = lambda x: jnp.sum(x) / n  # noqa: E731
+    loss = mean(per_pair)
     metrics = {}
     if kind == "rpo":
         if chosen_nll is None:
@@ -85,11 +101,11 @@ def preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected
         loss = loss + alpha * chosen_nll
     chosen_rewards, rejected_rewards = beta * chosen_ratio, beta * rejected_ratio
     metrics.update({
-        "rewards/chosen": jnp.mean(chosen_rewards),
-        "rewards/rejected": jnp.mean(rejected_rewards),
-        "rewards/accuracies": jnp.mean((chosen_rewards > rejected_rewards).astype(jnp.float32)),
-        "rewards/margins": jnp.mean(chosen_rewards - rejected_rewards),
-        "logps/chosen": jnp.mean(chosen_logps),
-        "logps/rejected": jnp.mean(rejected_logps),
+        "rewards/chosen": mean(chosen_rewards),
+        "rewards/rejected": mean(rejected_rewards),
+        "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(jnp.float32)),
+        "rewards/margins": mean(chosen_rewards - rejected_rewards),
+        "logps/chosen": mean(chosen_logps),
+        "logps/rejected": mean(rejected_logps),
     })
     return loss, metrics

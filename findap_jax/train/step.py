@@ -1,0 +1,162 @@
+"""Train state and the jitted train step, one for every loss.
+
+The step takes a global batch, splits it into `grad_accum` micro-batches and scans over
+them; every loss is normalised by counts taken from the whole batch first, so the
+accumulated gradient equals the gradient of one big batch exactly. It runs under
+`jax.jit` with in/out shardings from the logical rules and a donated state.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from findap_jax.train.losses import cross_entropy, preference_loss, token_logprobs
+
+LM_LOSSES = ("lm",)
+PREF_LOSSES = ("dpo", "ipo", "rpo")
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def split_model(model):
+    """(graphdef, params, rest): params are trained, rest (if any) is carried unchanged."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def normalizers(batch, kind: str) -> dict:
+    if kind in LM_LOSSES:
+        w = batch["loss_weights"].astype(jnp.float32)
+        return {"tokens": jnp.sum(w)}
+    return {"pairs": jnp.asarray(batch["chosen_input_tokens"].shape[0], jnp.float32),
+            "chosen_tokens": jnp.sum(batch["chosen_loss_weights"].astype(jnp.float32))}
+
+
+def _sequence_count(batch):
+    """Number of (row, segment) documents with at least one target token."""
+    w = batch["loss_weights"] > 0
+    seg = batch["segment_ids"]
+    b, n = seg.shape
+    key = (jnp.arange(b)[:, None] * (n + 1) + seg).reshape(-1)
+    per = jax.ops.segment_sum(w.reshape(-1).astype(jnp.float32), key, num_segments=b * (n + 1))
+    return jnp.sum(per > 0).astype(jnp.float32)
+
+
+def lm_loss(model, mb, norms, tc):
+    logits = model(mb["input_tokens"], positions=mb["positions"], segment_ids=mb["segment_ids"])
+    return cross_entropy(logits, mb["target_tokens"], mb["loss_weights"], z_loss=tc.z_loss,
+                         label_smoothing=tc.label_smoothing, per_sequence=tc.per_sequence,
+                         segment_ids=mb["segment_ids"],
+                         normalizer=norms["sequences"] if tc.per_sequence else norms["tokens"],
+                         token_normalizer=norms["tokens"])
+
+
+def pair_logps(model, mb):
+    """Per-token log-probs of chosen and rejected rows in one forward: ([B, L], [B, L])."""
+    cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
+    logits = model(cat("input_tokens"), positions=cat("positions"), segment_ids=cat("segment_ids"))
+    lp = token_logprobs(logits, cat("target_tokens")) * cat("loss_weights").astype(jnp.float32)
+    b = mb["chosen_input_tokens"].shape[0]
+    return lp[:b], lp[b:]
+
+
+def pref_loss(model, mb, norms, tc, ref_model=None):
+    chosen_lp, rejected_lp = pair_logps(model, mb)
+    if "ref_chosen_logps" in mb:
+        ref_c, ref_r = mb["ref_chosen_logps"], mb["ref_rejected_logps"]
+    else:
+        rc, rr = pair_logps(ref_model, mb)
+        ref_c = jax.lax.stop_gradient(jnp.sum(rc, -1))
+        ref_r = jax.lax.stop_gradient(jnp.sum(rr, -1))
+    return preference_loss(
+        jnp.sum(chosen_lp, -1), jnp.sum(rejected_lp, -1), ref_c, ref_r, kind=tc.loss, beta=tc.beta,
+        label_smoothing=tc.label_smoothing,
+        chosen_tokens=jnp.sum(mb["chosen_loss_weights"], -1).astype(jnp.float32),
+        rejected_tokens=jnp.sum(mb["rejected_loss_weights"], -1).astype(jnp.float32),
+        chosen_nll=-jnp.sum(chosen_lp) / jnp.maximum(norms["chosen_tokens"], 1.0),
+        alpha=tc.alpha, normalizer=norms["pairs"])
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, rest=None,
+                    ref_graphdef=None):
+    """Returns step(state, batch, ref_params=None) -> (state, metrics), not yet jitted."""
+    if tc.loss not in LM_LOSSES + PREF_LOSSES:
+        raise ValueError(f"train.loss={tc.loss!r}: choose one of {LM_LOSSES + PREF_LOSSES}")
+    accum = int(tc.grad_accum)
+
+    def loss_fn(params, mb, norms, ref_params):
+        model = nnx.merge(graphdef, params, rest) if rest is not None else nnx.merge(graphdef, params)
+        if tc.loss in LM_LOSSES:
+            return lm_loss(model, mb, norms, tc)
+        ref = None
+        if ref_params is not None:
+            ref = nnx.merge(ref_graphdef or graphdef, ref_params)
+        return pref_loss(model, mb, norms, tc, ref)
+
+    def step(state: TrainState, batch, ref_params=None):
+        norms = normalizers(batch, tc.loss)
+        if tc.loss in LM_LOSSES and tc.per_sequence:
+            norms["sequences"] = _sequence_count(batch)
+        lead = next(iter(batch.values())).shape[0]
+        if lead % accum:
+            raise ValueError(f"batch of {lead} rows does not split into grad_accum={accum}")
+        micro = jax.tree.map(lambda x: x.reshape(accum, lead // accum, *x.shape[1:]), batch)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def micro_step(mb):
+            (loss, metrics), g = grad_fn(state.params, mb, norms, ref_params)
+            return g, dict(metrics, loss=loss)
+
+        def body(carry, mb):
+            g, m = micro_step(mb)
+            return jax.tree.map(jnp.add, carry, (g, m)), None
+
+        shapes = jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
+        if "tokens" in metrics:
+            metrics["tokens"] = norms["tokens"]
+        gnorm = optax.global_norm(grads)
+        finite = jnp.isfinite(gnorm) & jnp.isfinite(metrics["loss"])
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        # A non-finite loss or gradient leaves the state untouched (the trainer counts it).
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = TrainState(step=state.step + finite.astype(state.step.dtype),
+                               params=keep(new_params, state.params),
+                               opt_state=keep(new_opt, state.opt_state))
+        metrics.update(grad_norm=gnorm, lr=schedule(state.step), finite=finite.astype(jnp.float32))
+        return new_state, metrics
+
+    return step
+
+
+def init_state(params, tx) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def init_sharded_state(params, tx, mesh, param_shardings) -> tuple[TrainState, Any]:
+    """A fresh state on the mesh: params by logical axes, optimizer moments like their
+    params (XLA propagates it through tx.init), step replicated. Returns (state, shardings)."""
+    params = jax.device_put(params, param_shardings)
+    replicated = NamedSharding(mesh, P())
+    opt_state = jax.tree.map(  # scalars (Adam's count) come out on one device: replicate them
+        lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated),
+        jax.jit(tx.init)(params))
+    step = jax.device_put(jnp.zeros((), jnp.int32), NamedSharding(mesh, P()))
+    placed = TrainState(step=step, params=params, opt_state=opt_state)
+    return placed, jax.tree.map(lambda x: x.sharding, placed)
