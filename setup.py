@@ -29,6 +29,7 @@ setup(
         "tensorflow-text>=2.21,<2.22",  # same minor version as tensorflow
         "tensorflow-datasets>=4.9.10",
         "pyarrow>=14",
+        "tensorboard>=2.20",  # tf.summary needs it for event files
     ],
     extras_require={
         # torch/transformers are references for tests only, never imported by the package.

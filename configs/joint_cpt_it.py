@@ -1,11 +1,15 @@
-"""FinDAP stage 1: joint CPT+IT on the bundled corpora (model and data sections)."""
+"""FinDAP stage 1: joint CPT+IT in one run (masked CE over packed rows of both).
+
+    findap-jax train --config=configs/joint_cpt_it.py --workdir runs/joint
+Mixture knobs: --config.data.joint.cpt_rate=0.5 (CPT:IT), cpt_finance_share, it_finance_share;
+--config.data.mixture=findap_joint_downsample cuts CPT to the IT example count.
+"""
 from findap_jax import defaults
 
 
 def get_config(arg=None):
     del arg
-    import ml_collections
-    return ml_collections.ConfigDict(dict(
-        model=defaults.model_config(),
-        data=defaults.data_config(),
-    ))
+    return defaults.experiment_config(
+        data=dict(mixture="findap_joint", seq_len=512, batch_size=8),
+        train=dict(loss="lm", steps=200, lr=5e-6, warmup=0.1, weight_decay=0.1, b1=0.9, b2=0.95),
+        run=dict(eval_every=50, eval_mixture="findap_finance_it"))

@@ -1,6 +1,6 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs available now: convert, generate, data. (train, eval, distill, recipe arrive with
+Verbs available now: train, convert, generate, data. (eval, distill, recipe arrive with
 their issues.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
@@ -50,6 +50,19 @@ def _data(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from findap_jax.config import load_config
+    from findap_jax.parallel.distributed import maybe_initialize
+    from findap_jax.train.trainer import Trainer
+
+    if not args.config:
+        raise ValueError("--config=FILE.py[:arg] is required")
+    cfg = load_config(args.config, args.config_overrides)
+    maybe_initialize(cfg.run)
+    Trainer(cfg, args.workdir).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="findap-jax", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -78,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chat-format", default=None, choices=["llama3", "chatml", "smollm"])
     g.set_defaults(fn=_generate)
 
+    t = sub.add_parser("train", help="train (CPT, SFT, joint CPT+IT, DPO, IPO, RPO) from a config")
+    t.add_argument("--workdir", required=True, help="checkpoints, logs, config.json, final export")
+    t.set_defaults(fn=_train)
+
     d = sub.add_parser("data", help="inspect a data config (token counts, shares, masks)")
     d.add_argument("action", choices=["inspect"])
     d.add_argument("--examples", type=int, default=2000, help="examples drawn to measure shares")
@@ -96,7 +113,7 @@ def main(argv=None) -> int:
     args.config, args.config_overrides = spec, overrides
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
         print(f"findap-jax {args.verb}: error: {e}", file=sys.stderr)
         return 2
 

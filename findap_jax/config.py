@@ -57,7 +57,7 @@ def parse_value(text: str, current):
         return float(text)
     if isinstance(current, str):
         return text
-    if current is None or isinstance(current, (list, tuple, dict)):
+    if current is None or isinstance(current, (list, tuple, dict, ml_collections.ConfigDict)):
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -82,11 +82,20 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         value = parse_value(text, current)
     except (ValueError, json.JSONDecodeError) as e:
         raise ValueError(f"config key '{key}': {e}") from None
-    with node.unlocked():
-        if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
-            node[leaf] = ml_collections.ConfigDict(value)
-        else:
-            node[leaf] = value
+    try:
+        with node.unlocked():
+            if isinstance(current, ml_collections.ConfigDict):
+                if not isinstance(value, dict):
+                    raise TypeError(f"expected a dict like {current.to_dict()}")
+                unknown = set(value) - set(current.keys())
+                if unknown and current.keys():
+                    raise TypeError(f"unknown key(s) {sorted(unknown)}; known {sorted(current.keys())}")
+                node[leaf].update(value) if current.keys() else node.__setitem__(
+                    leaf, ml_collections.ConfigDict(value))
+            else:
+                node[leaf] = value
+    except TypeError as e:
+        raise ValueError(f"config key '{key}': {e}") from None
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

@@ -53,3 +53,31 @@ def train_config() -> ml_collections.ConfigDict:
         reference="live",         # live (frozen copy) or precomputed (log-prob pass first)
         seed=0,
     ))
+
+
+def run_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        mesh=dict(data=1, fsdp=-1, tensor=1),   # -1 takes the remaining devices
+        rules=ml_collections.FieldReference(None, field_type=list),  # None = parallel.DEFAULT_RULES
+        checkpoint_every=100,
+        keep=3,
+        async_checkpoint=True,
+        log_every=10,
+        eval_every=0,             # steps between dev-loss evaluations (0 = never)
+        eval_batches=20,
+        eval_mixture="",          # "" = the training mixture's validation split
+        patience=1,               # early stop after this many evals without improvement (0 = off)
+        max_nonfinite=3,          # stop after this many skipped non-finite steps
+        export_final=True,        # write workdir/final (orbax export + tokenizer)
+        coordinator="",           # multi-host: coordinator address (empty: env or TPU auto)
+        num_processes=0,
+        process_id=-1,
+    ))
+
+
+def experiment_config(**sections) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict(dict(model=model_config(), data=data_config(),
+                                         train=train_config(), run=run_config()))
+    for name, values in sections.items():
+        cfg[name].update(values)
+    return cfg

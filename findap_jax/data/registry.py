@@ -7,6 +7,7 @@ Tasks (bundled files by default; any can point at the user's FinTrain downloads)
 Mixtures:
   findap_joint       FinDAP's CPT+IT rate mixture: CPT:IT and finance:general within each
   findap_joint_downsample   CPT examples cut to the IT example count (FinDAP's public code)
+  findap_cpt, findap_it     CPT only / IT only, with the same finance:general shares
 """
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ def register_all(tokenizer, length: int, specs: Mapping[str, TaskSpec] | None = 
     rates = joint_rates(**joint)
     if all(n in stats for n in rates):
         register_mixture(PREFIX + "joint", rates)
+        fin_cpt, fin_it = joint["cpt_finance_share"], joint["it_finance_share"]
+        register_mixture(PREFIX + "cpt", {PREFIX + "finance_cpt": fin_cpt, PREFIX + "general_cpt": 1 - fin_cpt})
+        register_mixture(PREFIX + "it", {PREFIX + "finance_it": fin_it, PREFIX + "general_it": 1 - fin_it})
         stats[PREFIX + "joint_downsample"] = _register_downsample(
             specs, rates, tokenizer, length, on_error, seed)
     return stats

@@ -1,0 +1,63 @@
+"""Orbax checkpoints of the train state, with the data position and the config beside it.
+
+Layout: workdir/checkpoints/<step>/{state, data} written atomically by orbax (a
+partially written step is never listed), workdir/config.json once per run. Restores
+take abstract arrays that carry the target shardings, so a run can resume on a
+different mesh or device count.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from findap_jax.train.step import TrainState
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True):
+        self.dir = Path(workdir).absolute() / "checkpoints"
+        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                            enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.dir, options=opts)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: TrainState, data_state: dict, force: bool = False) -> bool:
+        tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(tree), data=ocp.args.JsonSave(data_state)), force=force)
+
+    def restore(self, step: int, abstract: TrainState) -> tuple[TrainState, dict]:
+        target = {"step": abstract.step, "params": abstract.params, "opt_state": abstract.opt_state}
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged trees
+            raise ValueError(f"{self.dir / str(step)}: cannot restore checkpoint: {e}") from e
+        tree = out["state"]
+        return TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"]), dict(out["data"])
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(state: TrainState) -> TrainState:
+    """ShapeDtypeStructs with the shardings of a live (freshly initialised) state."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def write_config(workdir: str | Path, config_json: str) -> None:
+    path = Path(workdir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    json.loads(config_json)  # must be valid JSON
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(config_json)
+    tmp.replace(path)

@@ -1,0 +1,45 @@
+"""Throughput and MFU: FLOPs per token of a train step and the device's peak FLOP/s.
+
+Peak FLOP/s: published bf16 dense numbers for accelerators (Levanter/MaxText tables:
+H100 SXM 989e12, A100 312e12, TPU v4 275e12, v5e 197e12, v5p 459e12, v6e 918e12); on
+CPU it is measured with a large fp32 matmul probe in the same process.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+
+PEAK_FLOPS = {"h100": 989e12, "a100": 312e12, "tpu v4": 275e12, "tpu v5 lite": 197e12,
+              "tpu v5e": 197e12, "tpu v5p": 459e12, "tpu v5": 459e12, "tpu v6": 918e12}
+
+
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """6 x matmul parameters (LM head included) + causal attention 6 * L * seq * H * D."""
+    n = cfg.num_params(include_embedding=False)
+    attn = 6 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim  # QK^T and AV, fwd+bwd, causal half
+    return 6.0 * n + attn
+
+
+@functools.lru_cache(maxsize=1)
+def peak_flops_per_device() -> float:
+    dev = jax.devices()[0]
+    kind = dev.device_kind.lower()
+    for key, val in PEAK_FLOPS.items():
+        if key in kind:
+            return val
+    return measured_matmul_flops() / max(len(jax.local_devices()), 1) if dev.platform == "cpu" else float("nan")
+
+
+def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 FLOP/s of an n x n matmul on this host (all local CPU devices share cores)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a)
+    out.block_until_ready()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t)

@@ -1,0 +1,238 @@
+"""The trainer: one loop for every loss (CPT, SFT, joint CPT+IT, DPO, IPO, RPO).
+
+config sections: model (what to start from), data (mixture, lengths), train (loss and
+optimizer), run (mesh, checkpoints, logging, evaluation). Resumes from the latest
+complete checkpoint in `workdir`, data position included.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from findap_jax.checkpoints.loader import load_pretrained
+from findap_jax.checkpoints.orbax_io import save_orbax
+from findap_jax.config import to_json
+from findap_jax.data.pipeline import is_preference, make_iterator, register
+from findap_jax.parallel import make_mesh
+from findap_jax.parallel.sharding import state_shardings
+from findap_jax.train.checkpointing import Checkpointer, abstract_like, write_config
+from findap_jax.train.metrics import peak_flops_per_device, train_flops_per_token
+from findap_jax.train.optim import make_optimizer
+from findap_jax.train.step import PREF_LOSSES, batch_sharding, init_sharded_state, make_train_step, split_model
+
+
+class DivergenceError(RuntimeError):
+    pass
+
+
+def check_workdir(workdir: Path) -> None:
+    """Refuse to start when the workdir cannot be written (instead of failing at a save)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_probe"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"{workdir}: work directory is not writable: {e.strerror}") from None
+
+
+def _log_writer(workdir: Path):
+    if jax.process_index() != 0:
+        return None
+    import tensorflow as tf
+    return tf.summary.create_file_writer(str(workdir / "tensorboard"))
+
+
+class Trainer:
+    def __init__(self, cfg, workdir: str | os.PathLike, *, log=print):
+        self.cfg, self.workdir, self.log = cfg, Path(workdir), log
+        check_workdir(self.workdir)
+        tc = cfg.train
+        self.mesh = make_mesh(dict(cfg.run.mesh))
+        dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if cfg.data.batch_size % (dp * tc.grad_accum):
+            raise ValueError(f"data.batch_size={cfg.data.batch_size} must be a multiple of data x fsdp "
+                             f"({dp}) x train.grad_accum ({tc.grad_accum})")
+        rules = tuple(tuple(r) for r in cfg.run.rules) if cfg.run.rules else None
+        m = cfg.model
+        self.model, self.tokenizer = load_pretrained(
+            m.path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=self.mesh, rules=rules,
+            remat=m.remat, chat_format=m.chat_format)
+        if self.tokenizer.vocab_size > self.model.cfg.vocab_size:
+            raise ValueError(f"{m.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "
+                             f"model's vocab_size is {self.model.cfg.vocab_size}")
+        register(cfg.data, self.tokenizer)
+        pref = is_preference(_mixture_name(cfg.data.mixture))
+        if pref != (tc.loss in PREF_LOSSES):
+            raise ValueError(f"train.loss={tc.loss!r} does not fit data.mixture={cfg.data.mixture!r} "
+                             f"({'preference pairs' if pref else 'LM rows'})")
+        graphdef, params, rest = split_model(self.model)
+        self.tx, self.schedule = make_optimizer(tc)
+        self.param_shardings = state_shardings(params, self.mesh, rules)
+        self.state, self.state_shardings = init_sharded_state(params, self.tx, self.mesh, self.param_shardings)
+        self.ref_params = None
+        in_shardings = (self.state_shardings, batch_sharding(self.mesh))
+        if tc.loss in PREF_LOSSES:
+            if tc.reference != "live":
+                raise ValueError(f"train.reference={tc.reference!r}: only 'live' is implemented so far")
+            # The frozen reference is the starting model, sharded like the policy, no optimizer.
+            self.ref_params = jax.tree.map(jnp.copy, params)
+            in_shardings += (self.param_shardings,)
+        step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)
+        self.step_fn = jax.jit(step, in_shardings=in_shardings,
+                               out_shardings=(self.state_shardings, None), donate_argnums=0)
+        self.graphdef, self.rest = graphdef, rest
+        self.data = make_iterator(cfg.data, "train")
+        self.ckpt = Checkpointer(self.workdir, keep=cfg.run.keep, async_save=cfg.run.async_checkpoint)
+        self.flops_per_token = train_flops_per_token(self.model.cfg, cfg.data.seq_len)
+        if jax.process_index() == 0:
+            write_config(self.workdir, to_json(cfg))
+
+    # ------------------------------------------------------------------------------
+    def restore_latest(self) -> int:
+        step = self.ckpt.latest_step()
+        if step is None:
+            return 0
+        self.state, data_state = self.ckpt.restore(step, abstract_like(self.state))
+        self.data.restore(data_state)
+        self.log(f"resumed from step {step} ({self.ckpt.dir / str(step)})")
+        return step
+
+    def _global_batch(self, batch):
+        sharding = batch_sharding(self.mesh)
+        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+    def _count_tokens(self, batch) -> int:
+        if "segment_ids" in batch:
+            return int((batch["segment_ids"] > 0).sum())
+        return int((batch["chosen_segment_ids"] > 0).sum() + (batch["rejected_segment_ids"] > 0).sum())
+
+    def eval_loss(self) -> float | None:
+        """Mean dev loss (token-weighted) over the validation split, if the mixture has one."""
+        cfg = self.cfg
+        if cfg.train.loss in PREF_LOSSES:
+            return None
+        from findap_jax.train.losses import cross_entropy
+        try:
+            it = make_iterator(cfg.data, "validation", num_epochs=1, shuffle=False,
+                               mixture=cfg.run.eval_mixture or None)
+        except ValueError:
+            return None
+        model = nnx.merge(self.graphdef, self.state.params, self.rest) if self.rest else nnx.merge(
+            self.graphdef, self.state.params)
+
+        @nnx.jit
+        def sums(m, b):
+            logits = m(b["input_tokens"], positions=b["positions"], segment_ids=b["segment_ids"])
+            loss, met = cross_entropy(logits, b["target_tokens"], b["loss_weights"])
+            return loss * met["tokens"], met["tokens"]
+
+        total = weight = 0.0
+        with jax.set_mesh(self.mesh):
+            for i, batch in enumerate(it):
+                if cfg.run.eval_batches and i >= cfg.run.eval_batches:
+                    break
+                s, w = sums(model, self._global_batch(batch))
+                total, weight = total + float(s), weight + float(w)
+        return total / weight if weight else None
+
+    def run(self) -> list[dict]:
+        cfg, tc, run = self.cfg, self.cfg.train, self.cfg.run
+        start = self.restore_latest()
+        writer = _log_writer(self.workdir)
+        history: list[dict] = []
+        best, bad_evals, nonfinite = math.inf, 0, 0
+        peak = peak_flops_per_device() * jax.device_count()
+        step = start
+        with jax.set_mesh(self.mesh):
+            while step < tc.steps:
+                batch = next(self.data)
+                tokens = self._count_tokens(batch) * jax.process_count()
+                t0 = time.perf_counter()
+                args = (self.state, self._global_batch(batch))
+                if self.ref_params is not None:
+                    args += (self.ref_params,)
+                self.state, metrics = self.step_fn(*args)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                dt = time.perf_counter() - t0
+                if not metrics.pop("finite"):
+                    nonfinite += 1
+                    self.log(f"step {step + 1}: non-finite loss or gradient, update skipped "
+                             f"({nonfinite}/{run.max_nonfinite})")
+                    if nonfinite >= run.max_nonfinite:
+                        self.ckpt.wait()
+                        raise DivergenceError(
+                            f"{nonfinite} non-finite steps; stopping. The last good checkpoint is "
+                            f"step {self.ckpt.latest_step()} in {self.ckpt.dir}")
+                    continue
+                step += 1
+                metrics.update(step=step, step_time=dt, tokens_per_s=tokens / dt,
+                               mfu=tokens * self.flops_per_token / dt / peak)
+                history.append(metrics)
+                self._append_metrics(metrics)
+                if step % run.log_every == 0 or step == tc.steps:
+                    self._log(metrics, writer)
+                if run.checkpoint_every and step % run.checkpoint_every == 0:
+                    self.ckpt.save(step, self.state, self.data.state())
+                if run.eval_every and step % run.eval_every == 0:
+                    dev = self.eval_loss()
+                    if dev is not None:
+                        metrics["dev_loss"] = dev
+                        self.log(f"step {step}: dev loss {dev:.4f}")
+                        if writer is not None:
+                            import tensorflow as tf
+                            with writer.as_default():
+                                tf.summary.scalar("dev/loss", dev, step=step)
+                        if dev < best - 1e-6:
+                            best, bad_evals = dev, 0
+                        else:
+                            bad_evals += 1
+                            if run.patience and bad_evals >= run.patience:
+                                self.log(f"early stop at step {step}: dev loss stopped falling")
+                                break
+        if self.ckpt.latest_step() != step:
+            self.ckpt.save(step, self.state, self.data.state(), force=True)
+        self.ckpt.close()
+        if run.export_final:
+            self.export(self.workdir / "final")
+        return history
+
+    def export(self, dst: Path) -> Path:
+        model = nnx.merge(self.graphdef, self.state.params, self.rest) if self.rest else nnx.merge(
+            self.graphdef, self.state.params)
+        return save_orbax(model, dst, tokenizer=self.tokenizer)
+
+    def _append_metrics(self, m: dict) -> None:
+        """One JSON line per step in workdir/metrics.jsonl (process 0), flushed each step."""
+        if jax.process_index() == 0:
+            import json
+            with open(self.workdir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(m) + "\n")
+
+    def _log(self, m: dict, writer) -> None:
+        keys = [k for k in ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "grad_norm", "lr")
+                if k in m]
+        body = "  ".join(f"{k} {m[k]:.4g}" for k in keys)
+        self.log(f"step {m['step']:>6}  {body}  {m['tokens_per_s']:.0f} tok/s  mfu {m['mfu']:.3f}")
+        if writer is not None:
+            import tensorflow as tf
+            with writer.as_default():
+                for k, v in m.items():
+                    if k != "step":
+                        tf.summary.scalar(f"train/{k}", v, step=m["step"])
+            writer.flush()
+
+
+def _mixture_name(name: str) -> str:
+    import seqio
+    from findap_jax.data.registry import PREFIX
+    known = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+    return name if name in known else PREFIX + name
+

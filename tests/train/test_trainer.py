@@ -1,0 +1,102 @@
+"""The trainer end to end on a tiny model: learning happens, resume is exact."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from findap_jax.config import load_config
+from findap_jax.train.trainer import Trainer, check_workdir
+from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_model")
+    save_random_hf_llama(d, "gqa_untied", vocab=300)
+    save_tiny_tokenizer(d, "chatml")
+    return d
+
+
+def _cfg(config, model, **over):
+    base = {"model.path": str(model), "data.seq_len": "256", "run.log_every": "100",
+            "run.checkpoint_every": "0", "run.eval_every": "0", "run.export_final": "false"}
+    base.update(over)
+    return load_config(str(ROOT / config), [f"{k}={v}" for k, v in base.items()])
+
+
+def test_sft_lowers_dev_loss(tiny_model, tmp_path):
+    cfg = _cfg("configs/sft.py", tiny_model, **{"train.steps": "25", "train.lr": "3e-3", "train.warmup": "2",
+                                               "run.eval_batches": "4"})
+    trainer = Trainer(cfg, tmp_path, log=lambda *_: None)
+    before = trainer.eval_loss()
+    history = trainer.run()
+    after = trainer.eval_loss()
+    assert len(history) == 25 and after < before - 0.3, (before, after)
+
+
+def test_dpo_raises_reward_accuracy(tiny_model, tmp_path):
+    cfg = _cfg("configs/dpo.py", tiny_model, **{"train.steps": "12", "train.lr": "3e-3", "train.warmup": "0",
+                                               "data.batch_size": "8"})
+    history = Trainer(cfg, tmp_path, log=lambda *_: None).run()
+    assert history[0]["rewards/accuracies"] == 0.0  # policy == reference at the start
+    late = [h["rewards/accuracies"] for h in history[-4:]]
+    assert sum(late) / len(late) > 0.5 and history[-1]["rewards/margins"] > 0
+
+
+def test_loss_mixture_mismatch_is_an_error(tiny_model, tmp_path):
+    cfg = _cfg("configs/dpo.py", tiny_model, **{"data.mixture": "findap_it", "data.batch_size": "8"})
+    with pytest.raises(ValueError, match="does not fit data.mixture"):
+        Trainer(cfg, tmp_path)
+
+
+def test_unwritable_workdir_refuses_to_start(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match="work directory is not writable"):
+        check_workdir(blocker / "run")  # works as root too, unlike chmod
+
+
+def _train_cmd(model, workdir, steps):
+    return [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/sft.py'}",
+            "--workdir", str(workdir), f"--config.model.path={model}", "--config.data.seq_len=128",
+            f"--config.train.steps={steps}", "--config.train.lr=1e-3", "--config.run.checkpoint_every=1",
+            "--config.run.eval_every=0", "--config.run.export_final=false", "--config.run.log_every=1"]
+
+
+def _losses(workdir):
+    by_step = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        by_step[m["step"]] = m["loss"]  # a resumed run rewrites the steps after its checkpoint
+    return by_step
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_uninterrupted_losses(tiny_model, tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    steps = 10
+    subprocess.run(_train_cmd(tiny_model, tmp_path / "full", steps), env=env, check=True,
+                   capture_output=True, cwd=ROOT)
+    proc = subprocess.Popen(_train_cmd(tiny_model, tmp_path / "killed", steps), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpts.exists() and any(p.name.isdigit() and int(p.name) >= 3
+                                                                 for p in ckpts.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    assert killed_at < steps, "the run finished before it could be killed"
+    subprocess.run(_train_cmd(tiny_model, tmp_path / "killed", steps), env=env, check=True,
+                   capture_output=True, cwd=ROOT)
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
+    assert sorted(full) == sorted(resumed) == list(range(1, steps + 1))
+    assert [resumed[s] for s in range(1, steps + 1)] == [full[s] for s in range(1, steps + 1)]
