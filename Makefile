@@ -23,6 +23,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/forward_throughput.py
 	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/train_step.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -20,6 +20,7 @@ def data_config() -> ml_collections.ConfigDict:
         seq_len=512,
         batch_size=8,             # global batch (rows); each host reads batch_size / process_count
         pack=True,
+        shuffle=True,
         seed=42,
         on_bad_record="raise",    # or "skip" (counted and reported)
         data_dir="",              # root of the task files; "" = the bundled corpora

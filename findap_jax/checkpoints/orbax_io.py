@@ -30,9 +30,10 @@ def save_orbax(model: Llama, dst: str | os.PathLike, *, tokenizer=None) -> Path:
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(dst / "params", state, force=True)
     ckptr.wait_until_finished()
-    if tokenizer is not None:
-        tokenizer.save(dst)
-    (dst / MANIFEST).write_text(json.dumps({"format": 1, "config": model.cfg.to_dict()}, indent=2))
+    if jax.process_index() == 0:  # every process writes its shards above; one writes the rest
+        if tokenizer is not None:
+            tokenizer.save(dst)
+        (dst / MANIFEST).write_text(json.dumps({"format": 1, "config": model.cfg.to_dict()}, indent=2))
     return dst
 
 

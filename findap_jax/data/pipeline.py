@@ -97,4 +97,5 @@ class DataIterator:
 
 
 def make_iterator(data_cfg, split: str = "train", **kw) -> DataIterator:
+    kw.setdefault("shuffle", data_cfg.shuffle)
     return DataIterator(lambda: build_dataset(data_cfg, split, **kw))

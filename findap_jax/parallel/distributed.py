@@ -16,6 +16,9 @@ def maybe_initialize(run_cfg) -> bool:
     if addr:
         if nproc <= 0 or pid < 0:
             raise ValueError("multi-host: coordinator is set but num_processes/process_id are not")
+        if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
+            # CPU processes need a collectives backend to talk to each other (loopback tests).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=addr, num_processes=nproc, process_id=pid)
         return True
     if os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):

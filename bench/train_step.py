@@ -1,0 +1,137 @@
+"""Train-step throughput: findap-jax vs transformers + torch, same shapes, same process.
+
+    python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
+
+fp32, AdamW, random weights of the preset's shapes. SFT/CPT step = masked CE fwd+bwd+update;
+DPO step = policy fwd+bwd on chosen+rejected plus a frozen reference forward (TRL-style in
+torch). Prints tokens/s, MFU against a matmul probe measured in this run, and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from findap_jax import defaults
+from findap_jax.model import Llama, get_preset
+from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
+from findap_jax.train.optim import make_optimizer
+from findap_jax.train.step import init_state, make_train_step, split_model
+
+
+def timed(fn, steps):
+    fn()
+    ts = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def lm_batch(b, n, vocab, rng):
+    tok = rng.integers(0, vocab, (b, n)).astype(np.int32)
+    tgt = np.roll(tok, -1, axis=1)
+    w = np.ones((b, n), np.int32)
+    w[:, -1] = 0
+    return {"input_tokens": tok, "target_tokens": tgt, "loss_weights": w,
+            "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
+
+
+def ours(cfg, kind, b, n, steps):
+    tc = defaults.train_config()
+    tc.update(dict(loss=kind, steps=1000, warmup=0, schedule="constant", lr=1e-5))
+    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0)))
+    tx, sched = make_optimizer(tc)
+    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0)
+    state = init_state(params, tx)
+    rng = np.random.default_rng(0)
+    if kind == "lm":
+        batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng))
+        extra = ()
+    else:
+        c, r = lm_batch(b, n, cfg.vocab_size, rng), lm_batch(b, n, cfg.vocab_size, rng)
+        batch = jax.tree.map(jnp.asarray, {**{f"chosen_{k}": v for k, v in c.items()},
+                                           **{f"rejected_{k}": v for k, v in r.items()}})
+        extra = (jax.tree.map(jnp.copy, params),)
+    holder = [state]
+
+    def run():
+        holder[0], m = step(holder[0], batch, *extra)
+        jax.block_until_ready(m["loss"])
+    return timed(run, steps)
+
+
+def torch_step(cfg, kind, b, n, steps):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    hf = cfg.to_hf()
+    hf.pop("architectures", None)
+    model = LlamaForCausalLM(LlamaConfig(**hf)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
+    ids = torch.randint(0, cfg.vocab_size, (b, n))
+    if kind == "lm":
+        def run():
+            loss = model(ids, labels=ids, use_cache=False).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    else:
+        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval()
+        both = torch.cat([ids, torch.randint(0, cfg.vocab_size, (b, n))])
+
+        def logps(m, x):
+            logits = m(x, use_cache=False).logits[:, :-1]
+            return torch.log_softmax(logits.float(), -1).gather(-1, x[:, 1:, None])[..., 0].sum(-1)
+
+        def run():
+            with torch.no_grad():
+                r = logps(ref, both)
+            p = logps(model, both)
+            margin = 0.1 * ((p[:b] - r[:b]) - (p[b:] - r[b:]))
+            loss = -torch.nn.functional.logsigmoid(margin).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    return timed(run, steps)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="smollm2-135m")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--skip-torch", action="store_true")
+    args = ap.parse_args()
+    cfg = get_preset(args.preset)
+    peak = measured_matmul_flops()
+    fpt = train_flops_per_token(cfg, args.seq)
+    print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), fp32; "
+          f"matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'step':6} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
+    res = {}
+    for kind in ("lm", "dpo"):
+        n_tok = args.batch * args.seq * (2 if kind == "dpo" else 1)
+        flops = fpt * n_tok * (1 if kind == "lm" else 4 / 3)  # + reference forward (1/3 of fwd+bwd)
+        impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
+        for name, fn in impls:
+            t = fn(cfg, kind, args.batch, args.seq, args.steps)
+            res[(kind, name)] = t
+            print(f"{kind:6} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}")
+    if not args.skip_torch:
+        for kind in ("lm", "dpo"):
+            print(f"{kind}: findap-jax / transformers tokens/s = {res[(kind, 'transformers')] / res[(kind, 'findap-jax')]:.2f}")
+    print(f"DPO/SFT time per sequence: findap-jax {res[('dpo', 'findap-jax')] / res[('lm', 'findap-jax')] / 2:.2f}"
+          + ("" if args.skip_torch else
+             f", transformers {res[('dpo', 'transformers')] / res[('lm', 'transformers')] / 2:.2f}"))
+
+
+if __name__ == "__main__":
+    main()

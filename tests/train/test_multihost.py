@@ -1,0 +1,58 @@
+"""Two local processes x 4 virtual devices (jax.distributed on loopback) train to the same
+parameters as one process with 8 devices."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from findap_jax import load_pretrained
+from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    model = tmp_path / "model"
+    save_random_hf_llama(model, "gqa_untied", vocab=300)
+    save_tiny_tokenizer(model, "chatml")
+    # Unshuffled, unpacked DPO pairs: host i reads pairs i, i+2, ..., so the global batch of
+    # the two hosts holds the same pairs as the single process's batch.
+    common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/dpo.py'}",
+              f"--config.model.path={model}", "--config.data.seq_len=256", "--config.data.batch_size=8",
+              "--config.data.shuffle=false", "--config.train.steps=3", "--config.train.lr=1e-3",
+              "--config.run.checkpoint_every=0"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
+                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = _free_port()
+    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"),
+                                        f"--config.run.coordinator=localhost:{port}",
+                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    a, _ = load_pretrained(tmp_path / "single" / "final")
+    b, _ = load_pretrained(tmp_path / "multi" / "final")
+    from flax import nnx
+    for x, y in zip(jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+    start, _ = load_pretrained(model)
+    moved = max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(
+        jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(start, nnx.Param))))
+    assert moved > 1e-3  # training really changed the parameters
