@@ -43,8 +43,9 @@ def is_preference(name: str) -> bool:
 
 def build_dataset(data_cfg, split: str = "train", *, num_epochs: int | None = None,
                   shuffle: bool = True, shard: tuple[int, int] | None = None,
-                  mixture: str | None = None):
-    """tf.data of batches for this host; `register` must have run for the tokenizer."""
+                  mixture: str | None = None, drop_remainder: bool = True):
+    """tf.data of batches for this host; `register` must have run for the tokenizer.
+    drop_remainder=False keeps a short last batch (evaluation, reference passes)."""
     name = mixture or data_cfg.mixture
     if not name.startswith(PREFIX) and name not in seqio.TaskRegistry.names() | seqio.MixtureRegistry.names():
         name = PREFIX + name
@@ -58,10 +59,12 @@ def build_dataset(data_cfg, split: str = "train", *, num_epochs: int | None = No
     else:
         conv = LMFeatureConverter(pack=data_cfg.pack)
         lengths = {"targets": length, "loss_mask": length}
-    return seqio.get_dataset(name, lengths, conv, dataset_split=split, shuffle=shuffle,
-                             num_epochs=num_epochs, seed=data_cfg.seed,
-                             shard_info=seqio.ShardInfo(index, count),
-                             batch_size=data_cfg.batch_size // count, verbose=False)
+    per_host = data_cfg.batch_size // count
+    ds = seqio.get_dataset(name, lengths, conv, dataset_split=split, shuffle=shuffle,
+                           num_epochs=num_epochs, seed=data_cfg.seed,
+                           shard_info=seqio.ShardInfo(index, count),
+                           batch_size=per_host if drop_remainder else None, verbose=False)
+    return ds if drop_remainder else ds.batch(per_host, drop_remainder=False)
 
 
 class DataIterator:

@@ -32,6 +32,14 @@ class DivergenceError(RuntimeError):
     pass
 
 
+def pad_rows(batch: dict, rows: int) -> dict:
+    """Pad a short last batch with all-zero rows (segment 0, weight 0: they add nothing)."""
+    n = len(next(iter(batch.values())))
+    if n >= rows:
+        return batch
+    return {k: np.concatenate([v, np.zeros((rows - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+
+
 def check_workdir(workdir: Path) -> None:
     """Refuse to start when the workdir cannot be written (instead of failing at a save)."""
     try:
@@ -77,14 +85,21 @@ class Trainer:
         self.tx, self.schedule = make_optimizer(tc)
         self.param_shardings = state_shardings(params, self.mesh, rules)
         self.state, self.state_shardings = init_sharded_state(params, self.tx, self.mesh, self.param_shardings)
-        self.ref_params = None
+        self.ref_params, self.ref_table = None, None
         in_shardings = (self.state_shardings, batch_sharding(self.mesh))
         if tc.loss in PREF_LOSSES:
-            if tc.reference != "live":
-                raise ValueError(f"train.reference={tc.reference!r}: only 'live' is implemented so far")
-            # The frozen reference is the starting model, sharded like the policy, no optimizer.
-            self.ref_params = jax.tree.map(jnp.copy, params)
-            in_shardings += (self.param_shardings,)
+            if tc.reference == "live":
+                # The frozen reference is the starting model, sharded like the policy, no optimizer.
+                self.ref_params = jax.tree.map(jnp.copy, params)
+                in_shardings += (self.param_shardings,)
+            elif tc.reference == "precomputed":
+                from findap_jax.train.reference import load_or_compute
+                shard = (jax.process_index(), jax.process_count())
+                with jax.set_mesh(self.mesh):
+                    self.ref_table = load_or_compute(
+                        self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard)
+            else:
+                raise ValueError(f"train.reference={tc.reference!r}: choose live or precomputed")
         step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)
         self.step_fn = jax.jit(step, in_shardings=in_shardings,
                                out_shardings=(self.state_shardings, None), donate_argnums=0)
@@ -122,7 +137,7 @@ class Trainer:
         from findap_jax.train.losses import cross_entropy
         try:
             it = make_iterator(cfg.data, "validation", num_epochs=1, shuffle=False,
-                               mixture=cfg.run.eval_mixture or None)
+                               mixture=cfg.run.eval_mixture or None, drop_remainder=False)
         except ValueError:
             return None
         model = nnx.merge(self.graphdef, self.state.params, self.rest) if self.rest else nnx.merge(
@@ -139,7 +154,7 @@ class Trainer:
             for i, batch in enumerate(it):
                 if cfg.run.eval_batches and i >= cfg.run.eval_batches:
                     break
-                s, w = sums(model, self._global_batch(batch))
+                s, w = sums(model, self._global_batch(pad_rows(batch, cfg.data.batch_size // jax.process_count())))
                 total, weight = total + float(s), weight + float(w)
         return total / weight if weight else None
 
@@ -154,6 +169,9 @@ class Trainer:
         with jax.set_mesh(self.mesh):
             while step < tc.steps:
                 batch = next(self.data)
+                if self.ref_table is not None:
+                    from findap_jax.train.reference import attach
+                    batch = attach(batch, self.ref_table)
                 tokens = self._count_tokens(batch) * jax.process_count()
                 t0 = time.perf_counter()
                 args = (self.state, self._global_batch(batch))

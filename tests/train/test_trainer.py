@@ -100,3 +100,31 @@ def test_kill_and_resume_gives_the_uninterrupted_losses(tiny_model, tmp_path):
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
     assert sorted(full) == sorted(resumed) == list(range(1, steps + 1))
     assert [resumed[s] for s in range(1, steps + 1)] == [full[s] for s in range(1, steps + 1)]
+
+
+def test_precomputed_reference_equals_live(tiny_model, tmp_path):
+    over = {"train.steps": "3", "train.lr": "3e-3", "train.warmup": "0", "data.batch_size": "8"}
+    live = Trainer(_cfg("configs/rpo.py", tiny_model, **over, **{"data.seq_len": "256"}), tmp_path / "live",
+                   log=lambda *_: None).run()
+    pre = Trainer(_cfg("configs/rpo.py", tiny_model, **over, **{"train.reference": "precomputed",
+                                                                "data.seq_len": "256"}),
+                  tmp_path / "pre", log=lambda *_: None).run()
+    assert (tmp_path / "pre" / "reference_logps.0.json").exists()
+    for a, b in zip(live, pre):
+        for k in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
+            assert abs(a[k] - b[k]) <= 1e-4, (k, a[k], b[k])
+
+
+def test_resume_on_a_different_mesh(tiny_model, tmp_path):
+    over = {"train.steps": "4", "train.lr": "1e-3", "run.checkpoint_every": "2"}
+    full = Trainer(_cfg("configs/sft.py", tiny_model, **over), tmp_path / "full", log=lambda *_: None).run()
+    # Two steps on fsdp=8 (the schedule still spans 4 steps), then resume on data=2 x fsdp=2 x tensor=2.
+    t = Trainer(_cfg("configs/sft.py", tiny_model, **over), tmp_path / "moved", log=lambda *_: None)
+    t.cfg.train.steps = 2
+    t.run()
+    second = _cfg("configs/sft.py", tiny_model, **over,
+                  **{"run.mesh": "{'data': 2, 'fsdp': 2, 'tensor': 2}"})
+    resumed = Trainer(second, tmp_path / "moved", log=lambda *_: None).run()
+    assert [h["step"] for h in resumed] == [3, 4]
+    for a, b in zip(full[2:], resumed):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5

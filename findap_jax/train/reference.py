@@ -1,0 +1,66 @@
+"""Precomputed reference log-probs for DPO/IPO/RPO (`train.reference="precomputed"`).
+
+One pass of the frozen starting model over this host's preference pairs writes the
+summed completion log-probs of every pair, keyed by a hash of its chosen and rejected
+tokens; training then looks them up per batch and skips the reference forward.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from findap_jax.data.pipeline import make_iterator
+from findap_jax.train.step import pair_logps
+
+
+def pair_key(batch: dict, i: int) -> str:
+    h = hashlib.sha1()
+    for side in ("chosen", "rejected"):
+        seg = batch[f"{side}_segment_ids"][i] > 0
+        h.update(np.ascontiguousarray(batch[f"{side}_input_tokens"][i][seg]).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def compute_table(model, data_cfg, shard: tuple[int, int]) -> dict[str, list[float]]:
+    @nnx.jit
+    def logps(m, b):
+        c, r = pair_logps(m, b)
+        return jnp.sum(c, -1), jnp.sum(r, -1)
+
+    table: dict[str, list[float]] = {}
+    for batch in make_iterator(data_cfg, "train", num_epochs=1, shuffle=False, shard=shard,
+                               drop_remainder=False):
+        c, r = jax.device_get(logps(model, jax.tree.map(jnp.asarray, batch)))
+        for i in range(len(c)):
+            table[pair_key(batch, i)] = [float(c[i]), float(r[i])]
+    return table
+
+
+def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int]) -> dict[str, list[float]]:
+    if path.exists():
+        return json.loads(path.read_text())
+    table = compute_table(model, data_cfg, shard)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table))
+    tmp.replace(path)
+    return table
+
+
+def attach(batch: dict, table: dict[str, list[float]]) -> dict:
+    """Add ref_chosen_logps / ref_rejected_logps [B] to a preference batch."""
+    vals = []
+    for i in range(len(batch["chosen_input_tokens"])):
+        key = pair_key(batch, i)
+        if key not in table:
+            raise KeyError(f"no precomputed reference log-probs for pair {key[:12]} (data changed since "
+                           "the reference pass? delete the reference file to recompute)")
+        vals.append(table[key])
+    arr = np.asarray(vals, np.float32)
+    return dict(batch, ref_chosen_logps=arr[:, 0], ref_rejected_logps=arr[:, 1])
