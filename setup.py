@@ -28,6 +28,7 @@ setup(
         "tensorflow>=2.21,<2.22",
         "tensorflow-text>=2.21,<2.22",  # same minor version as tensorflow
         "tensorflow-datasets>=4.9.10",
+        "importlib_resources>=6",  # etils.epath (used by tfds) imports it
         "pyarrow>=14",
         "tensorboard>=2.20",  # tf.summary needs it for event files
     ],

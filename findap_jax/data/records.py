@@ -39,11 +39,15 @@ class SkipCounter:
 
 
 def expand(patterns: str | Sequence[str]) -> list[str]:
-    """Sorted files matching glob pattern(s); a pattern matching nothing is an error."""
+    """Sorted files matching glob pattern(s); a pattern matching nothing is an error.
+    `tfds:NAME[:VERSION][@DATA_DIR]` entries name a prepared TFDS dataset and pass through."""
     if isinstance(patterns, str):
         patterns = [patterns]
     files: list[str] = []
     for p in patterns:
+        if p.startswith("tfds:"):
+            files.append(p)
+            continue
         hits = sorted(glob.glob(os.path.expanduser(p), recursive=True))
         if not hits:
             raise FileNotFoundError(f"{p}: no files match")
@@ -60,9 +64,48 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
         yield i, line
 
 
-def read_raw(path: str, text_field: str = "text") -> Iterator[tuple[str, dict | None, str | None]]:
+def _from_numpy(v):
+    """TFDS numpy values -> JSON-like: bytes -> str, arrays -> lists, a dict of equal-length
+    sequences (a TFDS Sequence of dicts, e.g. chat messages) -> a list of dicts."""
+    import numpy as np
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray):
+        return [_from_numpy(x) for x in v] if v.ndim else _from_numpy(v.item())
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        out = {k: _from_numpy(x) for k, x in v.items()}
+        lens = {len(x) for x in out.values() if isinstance(x, list)}
+        if out and len(lens) == 1 and all(isinstance(x, list) for x in out.values()):
+            n = lens.pop()
+            return [{k: out[k][i] for k in out} for i in range(n)]
+        return out
+    return v
+
+
+def read_tfds(spec: str, split: str) -> Iterator[tuple[str, dict | None, str | None]]:
+    """Records of a prepared TFDS dataset: `tfds:NAME[:VERSION][@DATA_DIR]` (never downloads)."""
+    import tensorflow_datasets as tfds
+    body = spec[len("tfds:"):]
+    body, _, data_dir = body.partition("@")
+    name, _, version = body.partition(":")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None, version=version or None)
+        ds = builder.as_dataset(split=split)
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for missing data
+        yield spec, None, f"cannot read TFDS dataset {name!r} split {split!r}: {e}"
+        return
+    for i, ex in enumerate(tfds.as_numpy(ds)):
+        yield f"{spec}[{split}][{i}]", {k: _from_numpy(v) for k, v in ex.items()}, None
+
+
+def read_raw(path: str, text_field: str = "text", split: str = "train") -> Iterator[tuple[str, dict | None, str | None]]:
     """Yield (location, record or None, error or None) for every record of one file.
     Blank lines are passed over. `.txt` files give one {"text": ...} per file."""
+    if path.startswith("tfds:"):
+        yield from read_tfds(path, split)
+        return
     ext = path.rsplit(".", 1)[-1].lower()
     if ext == "json":
         try:
@@ -166,13 +209,13 @@ def validate(kind: str, rec) -> dict:
 
 
 def read_records(patterns: str | Sequence[str], kind: str, on_error: str = "raise",
-                 skipped: SkipCounter | None = None) -> Iterator[tuple[str, dict]]:
+                 skipped: SkipCounter | None = None, split: str = "train") -> Iterator[tuple[str, dict]]:
     """Yield (location, normalised record). on_error='raise' stops at the first bad record
     with `file:line: field ...`; 'skip' counts it in `skipped` and goes on."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     for path in expand(patterns):
-        for where, rec, err in read_raw(path):
+        for where, rec, err in read_raw(path, split=split):
             if err is None:
                 try:
                     yield where, validate(kind, rec)

@@ -71,7 +71,7 @@ def iter_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: 
         raise ValueError(f"split {split!r} not available (have {sorted(spec.files)})")
     stats = stats if stats is not None else TaskStats()
     kind = "chat" if spec.kind == "chat" else spec.kind
-    for where, rec in read_records(spec.files[split], kind, on_error, stats.skipped):
+    for where, rec in read_records(spec.files[split], kind, on_error, stats.skipped, split=split):
         stats.records += 1
         if spec.kind == "cpt":
             exs = list(preprocess.cpt_examples([(where, rec["text"])], tokenizer, length))

@@ -63,3 +63,18 @@ def test_bad_record_raises_with_location_or_is_counted(tmp_path, line, kind, pat
 def test_missing_files_are_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no files match"):
         list(read_records(str(tmp_path / "*.jsonl"), "cpt"))
+
+
+def test_tfds_source(tmp_path):
+    import tensorflow_datasets as tfds
+
+    msgs = {"role": tfds.features.Text(), "content": tfds.features.Text()}
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="findap_chat_test", version="1.0.0", data_dir=str(tmp_path),
+        features=tfds.features.FeaturesDict({"messages": tfds.features.Sequence(msgs)}),
+        split_datasets={"train": [("k0", {"messages": {"role": ["user", "assistant"], "content": ["q", "a"]}})]})
+    recs = list(read_records(f"tfds:findap_chat_test:1.0.0@{tmp_path}", "chat"))
+    assert recs[0][1]["messages"] == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert recs[0][0].startswith("tfds:findap_chat_test")
+    with pytest.raises(RecordError, match="cannot read TFDS dataset 'findap_missing'"):
+        list(read_records(f"tfds:findap_missing@{tmp_path}", "chat"))
