@@ -8,26 +8,16 @@ and the ratio. transformers reads the HF export of the same GGUF weights.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import numpy as np
 from flax import nnx
 
+from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
+
 from findap_jax import load_pretrained
 from findap_jax.checkpoints import save_pretrained
 from findap_jax.checkpoints.hub import cache_dir, smollm2_gguf
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up / compile
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main():

@@ -9,29 +9,19 @@ torch). Prints tokens/s, MFU against a matmul probe measured in this run, and ra
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
+
 from findap_jax import defaults
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
 from findap_jax.train.step import init_state, make_train_step, split_model
-
-
-def timed(fn, steps):
-    fn()
-    ts = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def lm_batch(b, n, vocab, rng):
@@ -64,7 +54,7 @@ def ours(cfg, kind, b, n, steps):
     def run():
         holder[0], m = step(holder[0], batch, *extra)
         jax.block_until_ready(m["loss"])
-    return timed(run, steps)
+    return median_time(run, steps)
 
 
 def torch_step(cfg, kind, b, n, steps):
@@ -99,7 +89,7 @@ def torch_step(cfg, kind, b, n, steps):
             loss.backward()
             opt.step()
             opt.zero_grad()
-    return timed(run, steps)
+    return median_time(run, steps)
 
 
 def main():
