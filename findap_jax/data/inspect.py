@@ -11,7 +11,7 @@ import collections
 import numpy as np
 import seqio
 
-from findap_jax.data.pipeline import build_dataset, is_preference, register, task_specs
+from findap_jax.data.pipeline import build_dataset, is_preference, register, resolve_name, task_specs
 from findap_jax.data.registry import PREFIX
 from findap_jax.data.tasks import TaskStats, iter_examples, task_id
 
@@ -58,7 +58,7 @@ def inspect(cfg, tokenizer, *, examples: int = 2000, batches: int = 20, rows: in
         for line in st.skipped.examples[:3]:
             out(f"    skipped {line}")
 
-    name = data.mixture if data.mixture.startswith(PREFIX) else PREFIX + data.mixture
+    name = resolve_name(data.mixture)
     mix = seqio.get_mixture_or_task(name)
     if isinstance(mix, seqio.Mixture):
         ids = {task_id(t.name): t.name for t in mix.tasks}

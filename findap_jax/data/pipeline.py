@@ -35,6 +35,12 @@ def register(data_cfg, tokenizer) -> dict[str, TaskStats]:
                         data_cfg.on_bad_record, data_cfg.seed, data_cfg.cache_in_memory)
 
 
+def resolve_name(name: str) -> str:
+    """A registered task/mixture name as given, else with the `findap_` prefix."""
+    known = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+    return name if name in known or name.startswith(PREFIX) else PREFIX + name
+
+
 def is_preference(name: str) -> bool:
     task_or_mix = seqio.get_mixture_or_task(name)
     tasks = task_or_mix.tasks if isinstance(task_or_mix, seqio.Mixture) else [task_or_mix]
@@ -46,9 +52,7 @@ def build_dataset(data_cfg, split: str = "train", *, num_epochs: int | None = No
                   mixture: str | None = None, drop_remainder: bool = True):
     """tf.data of batches for this host; `register` must have run for the tokenizer.
     drop_remainder=False keeps a short last batch (evaluation, reference passes)."""
-    name = mixture or data_cfg.mixture
-    if not name.startswith(PREFIX) and name not in seqio.TaskRegistry.names() | seqio.MixtureRegistry.names():
-        name = PREFIX + name
+    name = resolve_name(mixture or data_cfg.mixture)
     length = data_cfg.seq_len
     index, count = shard or (jax.process_index(), jax.process_count())
     if data_cfg.batch_size % count:

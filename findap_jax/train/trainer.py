@@ -19,7 +19,7 @@ from flax import nnx
 from findap_jax.checkpoints.loader import load_pretrained
 from findap_jax.checkpoints.orbax_io import save_orbax
 from findap_jax.config import to_json
-from findap_jax.data.pipeline import is_preference, make_iterator, register
+from findap_jax.data.pipeline import is_preference, make_iterator, register, resolve_name
 from findap_jax.parallel import make_mesh
 from findap_jax.parallel.sharding import state_shardings
 from findap_jax.train.checkpointing import Checkpointer, abstract_like, write_config
@@ -77,7 +77,7 @@ class Trainer:
             raise ValueError(f"{m.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "
                              f"model's vocab_size is {self.model.cfg.vocab_size}")
         register(cfg.data, self.tokenizer)
-        pref = is_preference(_mixture_name(cfg.data.mixture))
+        pref = is_preference(resolve_name(cfg.data.mixture))
         if pref != (tc.loss in PREF_LOSSES):
             raise ValueError(f"train.loss={tc.loss!r} does not fit data.mixture={cfg.data.mixture!r} "
                              f"({'preference pairs' if pref else 'LM rows'})")
@@ -159,7 +159,7 @@ class Trainer:
         return total / weight if weight else None
 
     def run(self) -> list[dict]:
-        cfg, tc, run = self.cfg, self.cfg.train, self.cfg.run
+        tc, run = self.cfg.train, self.cfg.run
         start = self.restore_latest()
         writer = _log_writer(self.workdir)
         history: list[dict] = []
@@ -246,11 +246,3 @@ class Trainer:
                     if k != "step":
                         tf.summary.scalar(f"train/{k}", v, step=m["step"])
             writer.flush()
-
-
-def _mixture_name(name: str) -> str:
-    import seqio
-    from findap_jax.data.registry import PREFIX
-    known = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
-    return name if name in known else PREFIX + name
-

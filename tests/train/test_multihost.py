@@ -38,15 +38,18 @@ def test_two_processes_match_one(tmp_path):
                             text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
     assert single.returncode == 0, single.stderr[-2000:]
     port = _free_port()
+    # Output goes to files, not pipes: a full pipe would block one process inside a
+    # collective while the test waits on the other (a deadlock).
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
     procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"),
                                         f"--config.run.coordinator=localhost:{port}",
                                         "--config.run.num_processes=2", f"--config.run.process_id={i}"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
                               env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
              for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-2000:]
+    for p, log in zip(procs, logs):
+        p.wait(timeout=600)
+        assert p.returncode == 0, log.read_text()[-2000:]
     a, _ = load_pretrained(tmp_path / "single" / "final")
     b, _ = load_pretrained(tmp_path / "multi" / "final")
     from flax import nnx

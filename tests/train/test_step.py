@@ -2,7 +2,6 @@
 non-finite steps are not applied."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
