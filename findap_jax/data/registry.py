@@ -18,8 +18,8 @@ from pathlib import Path
 import seqio
 import tensorflow as tf
 
-from findap_jax.data.tasks import (SIGNATURES, TaskSpec, TaskStats, iter_examples, output_features,
-                                   register_mixture, register_task, task_id)
+from findap_jax.data.tasks import (SIGNATURES, TaskSpec, TaskStats, add_task, iter_examples,
+                                   output_features, register_mixture, register_task, task_id)
 
 BUNDLED = Path(__file__).parent / "bundled"
 PREFIX = "findap_"
@@ -103,8 +103,5 @@ def _register_downsample(specs, rates, tokenizer, length, on_error, seed) -> Tas
 
     name = PREFIX + "joint_downsample"
     splits = sorted(set(specs["finance_it"].files) | set(specs["general_it"].files))
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=splits),
-                           output_features=output_features("chat", tokenizer), preprocessors=[])
+    add_task(name, seqio.FunctionDataSource(dataset_fn, splits=splits), output_features("chat", tokenizer))
     return stats

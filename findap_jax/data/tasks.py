@@ -109,11 +109,16 @@ def register_task(name: str, spec: TaskSpec, tokenizer, length: int,
                   on_error: str = "raise", cache: bool = True) -> TaskStats:
     """(Re)register `name` in seqio's TaskRegistry for this tokenizer and length."""
     stats = TaskStats()
+    add_task(name, make_source(spec, tokenizer, length, on_error, stats, task_id(name), cache),
+             output_features(spec.kind, tokenizer))
+    return stats
+
+
+def add_task(name: str, source, features) -> None:
+    """Register a task, replacing one of the same name (tasks are per tokenizer and length)."""
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=make_source(spec, tokenizer, length, on_error, stats, task_id(name), cache),
-                           output_features=output_features(spec.kind, tokenizer), preprocessors=[])
-    return stats
+    seqio.TaskRegistry.add(name, source=source, output_features=features, preprocessors=[])
 
 
 def register_mixture(name: str, rates: Mapping[str, float]) -> None:

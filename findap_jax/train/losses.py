@@ -19,6 +19,13 @@ def token_logprobs(logits, targets):
     return picked - lse
 
 
+def per_document_sums(x, segment_ids):
+    """Sum of x [B, L] per (row, segment) document: a flat [B * (L + 1)] vector."""
+    b, n = x.shape
+    key = (jnp.arange(b)[:, None] * (n + 1) + segment_ids).reshape(-1)
+    return jax.ops.segment_sum(x.reshape(-1), key, num_segments=b * (n + 1))
+
+
 def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smoothing: float = 0.0,
                   per_sequence: bool = False, segment_ids=None, normalizer=None,
                   token_normalizer=None):
@@ -39,11 +46,9 @@ def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smooth
     per_token = nll + (z_loss * jnp.square(lse) if z_loss else 0.0)
     n_tokens = jnp.sum(w)
     if per_sequence:
-        b, n = w.shape
         seg = jnp.zeros_like(targets) if segment_ids is None else segment_ids
-        key = (jnp.arange(b)[:, None] * (n + 1) + seg).reshape(-1)
-        seq_tokens = jax.ops.segment_sum(w.reshape(-1), key, num_segments=b * (n + 1))
-        seq_sum = jax.ops.segment_sum((per_token * w).reshape(-1), key, num_segments=b * (n + 1))
+        seq_tokens = per_document_sums(w, seg)
+        seq_sum = per_document_sums(per_token * w, seg)
         seq_mean = seq_sum / jnp.maximum(seq_tokens, 1.0)
         has = (seq_tokens > 0).astype(jnp.float32)
         denom = jnp.sum(has) if normalizer is None else normalizer

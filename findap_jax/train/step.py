@@ -15,7 +15,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from findap_jax.train.losses import cross_entropy, preference_loss, token_logprobs
+from findap_jax.train.losses import cross_entropy, per_document_sums, preference_loss, token_logprobs
 
 LM_LOSSES = ("lm",)
 PREF_LOSSES = ("dpo", "ipo", "rpo")
@@ -34,6 +34,11 @@ def split_model(model):
     return graphdef, params, rest
 
 
+def merge_model(graphdef, params, rest=None):
+    """The model back from split_model's parts (rest may be omitted when it is empty)."""
+    return nnx.merge(graphdef, params) if rest is None else nnx.merge(graphdef, params, rest)
+
+
 def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp")))
 
@@ -48,11 +53,7 @@ def normalizers(batch, kind: str) -> dict:
 
 def _sequence_count(batch):
     """Number of (row, segment) documents with at least one target token."""
-    w = batch["loss_weights"] > 0
-    seg = batch["segment_ids"]
-    b, n = seg.shape
-    key = (jnp.arange(b)[:, None] * (n + 1) + seg).reshape(-1)
-    per = jax.ops.segment_sum(w.reshape(-1).astype(jnp.float32), key, num_segments=b * (n + 1))
+    per = per_document_sums((batch["loss_weights"] > 0).astype(jnp.float32), batch["segment_ids"])
     return jnp.sum(per > 0).astype(jnp.float32)
 
 
@@ -91,20 +92,17 @@ def pref_loss(model, mb, norms, tc, ref_model=None):
         alpha=tc.alpha, normalizer=norms["pairs"])
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, rest=None,
-                    ref_graphdef=None):
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, rest=None):
     """Returns step(state, batch, ref_params=None) -> (state, metrics), not yet jitted."""
     if tc.loss not in LM_LOSSES + PREF_LOSSES:
         raise ValueError(f"train.loss={tc.loss!r}: choose one of {LM_LOSSES + PREF_LOSSES}")
     accum = int(tc.grad_accum)
 
     def loss_fn(params, mb, norms, ref_params):
-        model = nnx.merge(graphdef, params, rest) if rest is not None else nnx.merge(graphdef, params)
+        model = merge_model(graphdef, params, rest)
         if tc.loss in LM_LOSSES:
             return lm_loss(model, mb, norms, tc)
-        ref = None
-        if ref_params is not None:
-            ref = nnx.merge(ref_graphdef or graphdef, ref_params)
+        ref = None if ref_params is None else merge_model(graphdef, ref_params, rest)
         return pref_loss(model, mb, norms, tc, ref)
 
     def step(state: TrainState, batch, ref_params=None):
@@ -128,8 +126,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, re
         shapes = jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro))
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
-        if "tokens" in metrics:
-            metrics["tokens"] = norms["tokens"]
         gnorm = optax.global_norm(grads)
         finite = jnp.isfinite(gnorm) & jnp.isfinite(metrics["loss"])
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
@@ -157,6 +153,6 @@ def init_sharded_state(params, tx, mesh, param_shardings) -> tuple[TrainState, A
     opt_state = jax.tree.map(  # scalars (Adam's count) come out on one device: replicate them
         lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated),
         jax.jit(tx.init)(params))
-    step = jax.device_put(jnp.zeros((), jnp.int32), NamedSharding(mesh, P()))
+    step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
     placed = TrainState(step=step, params=params, opt_state=opt_state)
     return placed, jax.tree.map(lambda x: x.sharding, placed)

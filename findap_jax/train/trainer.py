@@ -25,7 +25,8 @@ from findap_jax.parallel.sharding import state_shardings
 from findap_jax.train.checkpointing import Checkpointer, abstract_like, write_config
 from findap_jax.train.metrics import peak_flops_per_device, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
-from findap_jax.train.step import PREF_LOSSES, batch_sharding, init_sharded_state, make_train_step, split_model
+from findap_jax.train.step import (PREF_LOSSES, batch_sharding, init_sharded_state, make_train_step,
+                                   merge_model, split_model)
 
 
 class DivergenceError(RuntimeError):
@@ -140,8 +141,7 @@ class Trainer:
                                mixture=cfg.run.eval_mixture or None, drop_remainder=False)
         except ValueError:
             return None
-        model = nnx.merge(self.graphdef, self.state.params, self.rest) if self.rest else nnx.merge(
-            self.graphdef, self.state.params)
+        model = merge_model(self.graphdef, self.state.params, self.rest)
 
         @nnx.jit
         def sums(m, b):
@@ -223,8 +223,7 @@ class Trainer:
         return history
 
     def export(self, dst: Path) -> Path:
-        model = nnx.merge(self.graphdef, self.state.params, self.rest) if self.rest else nnx.merge(
-            self.graphdef, self.state.params)
+        model = merge_model(self.graphdef, self.state.params, self.rest)
         return save_orbax(model, dst, tokenizer=self.tokenizer)
 
     def _append_metrics(self, m: dict) -> None:
