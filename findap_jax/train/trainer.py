@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def check_workdir(workdir: Path) -> None:
     """Refuse to start when the workdir cannot be written (instead of failing at a save)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_probe"
-        probe.write_bytes(b"x" * 4096)
-        probe.unlink()
+        # One probe per process: hosts sharing a workdir must not delete each other's probe.
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_probe_") as probe:
+            probe.write(b"x" * 4096)
+            probe.flush()
     except OSError as e:
         raise OSError(f"{workdir}: work directory is not writable: {e.strerror}") from None
 
