@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["findap_jax", "findap_jax.*"]),
     include_package_data=True,
-    package_data={"findap_jax.data": ["bundled/*/*.jsonl", "bundled/*.md", "bundled/licenses/*"]},
+    package_data={"findap_jax.data": ["bundled/*/*.jsonl", "bundled/*.md", "bundled/licenses/*"],
+                  "findap_jax.eval": ["bundled/*.jsonl", "bundled/*.md"]},
     install_requires=[
         "jax>=0.10.2",
         "jaxlib>=0.10.2",
@@ -31,6 +32,9 @@ setup(
         "importlib_resources>=6",  # etils.epath (used by tfds) imports it
         "pyarrow>=14",
         "tensorboard>=2.20",  # tf.summary needs it for event files
+        "scikit-learn>=1.5",  # eval metrics: macro-F1, MCC
+        "rouge-score>=0.1.2",  # eval metrics: ROUGE-1/2/L
+        "matplotlib>=3.8",  # eval report charts
     ],
     extras_require={
         # torch/transformers are references for tests only, never imported by the package.
@@ -41,6 +45,7 @@ setup(
             "jinja2>=3.1",
             "accelerate>=1.0",  # transformers needs it to load GGUF files
             "trl>=1.0",  # reference DPO/IPO/RPO losses
+            "lm-eval>=0.4.9",  # reference log-likelihood multiple-choice scores
         ],
     },
     entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},

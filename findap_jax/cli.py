@@ -1,7 +1,7 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs available now: train, convert, generate, data. (eval, distill, recipe arrive with
-their issues.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
+Verbs available now: train, eval, compare, convert, generate, data. (distill and recipe
+arrive with their issues.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
 
@@ -63,6 +63,22 @@ def _train(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from findap_jax.config import load_config
+    from findap_jax.eval.evaluate import run_eval
+
+    if not args.config:
+        raise ValueError("--config=FILE.py[:arg] is required (e.g. configs/eval/fineval.py)")
+    run_eval(load_config(args.config, args.config_overrides))
+    return 0
+
+
+def _compare(args) -> int:
+    from findap_jax.eval.report import compare_chart
+    print(f"wrote {compare_chart(args.runs, args.out, args.label)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="findap-jax", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -94,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train (CPT, SFT, joint CPT+IT, DPO, IPO, RPO) from a config")
     t.add_argument("--workdir", required=True, help="checkpoints, logs, config.json, final export")
     t.set_defaults(fn=_train)
+
+    e = sub.add_parser("eval", help="FinEval-style evaluation from a config (configs/eval/)")
+    e.set_defaults(fn=_eval)
+
+    r = sub.add_parser("compare", help="bar chart (PNG) of several eval output dirs")
+    r.add_argument("runs", nargs="+", help="eval output dirs (each with results.json)")
+    r.add_argument("--out", required=True, help="PNG path")
+    r.add_argument("--label", action="append", default=None, help="legend label per run (repeat)")
+    r.set_defaults(fn=_compare)
 
     d = sub.add_parser("data", help="inspect a data config (token counts, shares, masks)")
     d.add_argument("action", choices=["inspect"])

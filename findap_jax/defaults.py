@@ -82,3 +82,25 @@ def experiment_config(**sections) -> ml_collections.ConfigDict:
     for name, values in sections.items():
         cfg[name].update(values)
     return cfg
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """`findap-jax eval`: which model, which tasks (name or name:mode), where outputs go."""
+    return ml_collections.ConfigDict(dict(
+        model="smollm2",          # HF dir, .gguf, orbax export, or a `findap-jax train` workdir
+        dtype="float32",
+        chat_format=ml_collections.FieldReference(None, field_type=str),
+        tasks="fpb,cfa_mini,finqa_mini",  # comma list; "task:loglik" / "task:generate" picks a mode
+        limit=0,                  # first N rows of each task (0 = all)
+        data_dir="",              # root the tasks' relative files resolve against ("" = bundled)
+        files=ml_collections.ConfigDict(),  # {task: glob} replaces a task's files
+        output_dir="",            # results.json, predictions/, report.md (required)
+        chat=True,                # prompts as one chat-templated user turn
+        system=ml_collections.FieldReference(None, field_type=str),  # None = task default
+        batch_size=16,            # generation: prompts per batch
+        rows_per_batch=8,         # log-likelihood: packed rows per batch
+        row_len=256,              # log-likelihood: tokens per packed row (longer prompts get their own)
+        max_new_tokens=0,         # 0 = the task's own budget
+        compare="",               # comma list of other eval dirs to chart against this one
+        mesh=dict(data=1, fsdp=-1, tensor=1),
+    ))

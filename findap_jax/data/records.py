@@ -151,7 +151,7 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
         yield path, None, f"unsupported file type .{ext} (use .jsonl, .json, .parquet or .txt)"
 
 
-def _str_field(rec: dict, key: str, allow_empty: bool = False) -> str:
+def str_field(rec: dict, key: str, allow_empty: bool = False) -> str:
     if key not in rec:
         raise RecordError(f"field '{key}': missing")
     v = rec[key]
@@ -167,7 +167,7 @@ def validate(kind: str, rec) -> dict:
     if not isinstance(rec, dict):
         raise RecordError(f"expected a JSON object, got {type(rec).__name__}")
     if kind == "cpt":
-        return {"text": _str_field(rec, "text")}
+        return {"text": str_field(rec, "text")}
     if kind == "chat":
         if "messages" in rec:
             msgs = rec["messages"]
@@ -179,8 +179,8 @@ def validate(kind: str, rec) -> dict:
                 raise RecordError("field 'messages': no assistant turn to learn from")
             return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
         if "prompt" in rec or "response" in rec:
-            return {"messages": [{"role": "user", "content": _str_field(rec, "prompt")},
-                                 {"role": "assistant", "content": _str_field(rec, "response")}]}
+            return {"messages": [{"role": "user", "content": str_field(rec, "prompt")},
+                                 {"role": "assistant", "content": str_field(rec, "response")}]}
         raise RecordError("field 'messages': missing (or give 'prompt' and 'response')")
     if kind == "preference":
         if "messages" in rec:
@@ -190,16 +190,16 @@ def validate(kind: str, rec) -> dict:
                 raise RecordError(str(e)) from None
             prompt = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
         else:
-            prompt = [{"role": "user", "content": _str_field(rec, "prompt")}]
+            prompt = [{"role": "user", "content": str_field(rec, "prompt")}]
         if prompt[-1]["role"] == "assistant":
             raise RecordError("field 'messages': the prompt must end with a user turn")
-        return {"messages": prompt, "chosen": _str_field(rec, "chosen"),
-                "rejected": _str_field(rec, "rejected")}
+        return {"messages": prompt, "chosen": str_field(rec, "chosen"),
+                "rejected": str_field(rec, "rejected")}
     if kind == "cfa":
         choices = rec.get("answer_choices")
         if not isinstance(choices, (list, dict)) or not choices:
             raise RecordError("field 'answer_choices': expected a non-empty list or object")
-        out = {"question": _str_field(rec, "question"), "answer": _str_field(rec, "answer"),
+        out = {"question": str_field(rec, "question"), "answer": str_field(rec, "answer"),
                "answer_choices": choices}
         for opt in ("scenario", "exhibit", "id"):
             if rec.get(opt) is not None:

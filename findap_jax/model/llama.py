@@ -61,6 +61,19 @@ class Llama(nnx.Module):
                                  param_dtype)
 
     def __call__(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None):
+        """Logits [B, T, V] (float32), or (logits, new cache) when a cache is given."""
+        x, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache)
+        logits = constrain(self.head(x), ("batch", "length", "act_vocab"), self.rules)
+        return logits if cache is None else (logits, new_cache)
+
+    def head(self, x):
+        """Output projection of final hidden states [..., E] -> float32 logits [..., V]."""
+        head = self.embed[...].T if self.cfg.tie_word_embeddings else self.lm_head[...]
+        return jnp.einsum("...e,ev->...v", x, head.astype(self.dtype), preferred_element_type=jnp.float32)
+
+    def hidden_states(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None):
+        """Final-normed hidden states [B, T, E] and the new cache (None without one); lets a
+        caller apply the head to a few positions only (log-likelihood scoring)."""
         cfg, dt = self.cfg, self.dtype
         b, t = input_ids.shape
         if segment_ids is None:
@@ -97,10 +110,6 @@ class Llama(nnx.Module):
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)
         x, new_kv = jax.lax.scan(body, x, (layer_state, kv_in))
         x = self.final_norm(x)
-        head = self.embed[...].T if cfg.tie_word_embeddings else self.lm_head[...]
-        logits = jnp.einsum("bte,ev->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
-        logits = constrain(logits, ("batch", "length", "act_vocab"), self.rules)
         if cache is None:
-            return logits
-        new_cache = KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
-        return logits, new_cache
+            return x, None
+        return x, KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)

@@ -1,0 +1,109 @@
+"""`findap-jax eval`: load a model, run the configured tasks, write results.json,
+predictions/<task>.jsonl, report.md (capability table) and, given other runs, a chart.
+
+Outputs are written atomically and results.json is merged, so re-running one task keeps
+the other tasks' numbers and a crash never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from findap_jax.eval.report import capability_table, compare_chart
+from findap_jax.eval.runner import run_task
+from findap_jax.eval.tasks import get_task, load_rows
+
+
+def parse_tasks(spec) -> list[tuple[str, object, str]]:
+    """'fpb,cfa_mini:loglik' -> [(result key, task, mode)]; the key carries the mode only
+    when it is not the task's default."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise ValueError("tasks: no task given")
+    out = []
+    for name in names:
+        base, _, mode = name.partition(":")
+        task = get_task(base)
+        mode = mode or task.mode
+        if mode not in task.modes:
+            raise ValueError(f"tasks: {base} has no {mode!r} mode (modes: {', '.join(task.modes)})")
+        out.append((base if mode == task.mode else f"{base}:{mode}", task, mode))
+    return out
+
+
+def resolve_eval_model(path: str) -> str:
+    """A `findap-jax train` workdir evaluates its final export."""
+    from findap_jax.checkpoints.orbax_io import is_orbax_export
+    p = Path(path)
+    if p.is_dir() and is_orbax_export(p / "final"):
+        return str(p / "final")
+    return path
+
+
+def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, dict]:
+    """Run cfg.tasks on an in-memory model (also used inside training).
+    Returns ({key: metrics}, {key: prediction records})."""
+    files = dict(cfg.files) if "files" in cfg else {}
+    results, predictions = {}, {}
+    for key, task, mode in parse_tasks(cfg.tasks):
+        rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit)
+        res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
+                             batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,
+                             row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh)
+        primary = {"label": "accuracy", "choice": "accuracy", "number": "numeric_match"}.get(
+            task.answer_type, "rougeL")
+        res.update(split=task.split, capability=task.capability, domain=task.domain, primary=primary)
+        results[key], predictions[key] = res, recs
+        log(f"eval {key}: {primary}={res[primary]:.4f} n={res['n']} ({res['examples_per_s']:.2f} ex/s, {mode})")
+    return results, predictions
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict:
+    """Merge into out_dir/results.json, write each task's predictions and report.md.
+    Returns the merged results."""
+    out = Path(out_dir)
+    merged = {}
+    if (out / "results.json").is_file():
+        from findap_jax.eval.report import read_results
+        merged = read_results(out)
+    for key, recs in predictions.items():
+        name = key.replace(":", "@")
+        _atomic_write(out / "predictions" / f"{name}.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+    merged.update(results)
+    _atomic_write(out / "results.json", json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    _atomic_write(out / "report.md", "# FinEval results\n\n" + capability_table(merged))
+    return merged
+
+
+def run_eval(cfg, log=print) -> dict:
+    """The CLI job: load, evaluate, write, chart."""
+    from findap_jax.checkpoints.loader import load_pretrained
+    from findap_jax.parallel import make_mesh
+
+    if not cfg.output_dir:
+        raise ValueError("output_dir: required (where results.json and predictions/ go)")
+    compare = [d for d in cfg.compare.split(",") if d.strip()] if cfg.compare else []
+    for d in compare:   # fail before the long part
+        if not (Path(d) / "results.json").is_file():
+            raise FileNotFoundError(f"compare: {d}/results.json not found")
+    mesh = make_mesh(dict(cfg.mesh))
+    model, tok = load_pretrained(resolve_eval_model(cfg.model), dtype=cfg.dtype, mesh=mesh,
+                                 chat_format=cfg.chat_format)
+    results, predictions = evaluate_model(model, tok, cfg, mesh=mesh, log=log)
+    import jax
+    if jax.process_index() == 0:
+        write_outputs(cfg.output_dir, results, predictions)
+        if compare:
+            png = compare_chart([cfg.output_dir] + compare, Path(cfg.output_dir) / "compare.png")
+            log(f"chart: {png}")
+        log(f"wrote {cfg.output_dir}/results.json, report.md, predictions/")
+    return results

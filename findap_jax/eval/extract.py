@@ -1,0 +1,84 @@
+"""Answer extraction from free-form generations. Every extractor returns None when it
+cannot find exactly one answer; the scorer counts None as wrong. None of them raise on
+any string."""
+from __future__ import annotations
+
+import re
+
+LETTERS = "ABCDEFGHIJ"
+
+# Strongest signal first; within a pattern the last match wins (chain-of-thought models
+# restate options before concluding).
+_CHOICE_PATTERNS = (
+    r"\[\[\s*([A-J])\s*\]\]",
+    r"selection\s*[:：]\s*\**\s*\(?([A-J])\b",
+    r"(?:final\s+)?answer\s*(?:is|:|：)\s*(?:option\s*)?\**\s*\(?([A-J])\b(?![\w'])",
+    r"(?:option|choice)\s+\(?([A-J])\)?\s+is\s+(?:the\s+)?correct",
+)
+
+
+def extract_choice(text: str, n_choices: int) -> int | None:
+    """Index of the option letter the text settles on: `[[B]]`, `Selection: B`,
+    `answer is B`, or a reply that is just the letter (`B`, `(B)`, `B. ...`)."""
+    if not isinstance(text, str) or n_choices < 1:
+        return None
+    valid = LETTERS[:n_choices]
+    for pat in _CHOICE_PATTERNS:
+        hits = [m.group(1).upper() for m in re.finditer(pat, text, flags=re.IGNORECASE)]
+        hits = [h for h in hits if h in valid]
+        if hits:
+            return valid.index(hits[-1])
+    m = re.match(r"\s*\(?([A-J])(?:\)|\.|:|\s*$|\s)", text)
+    if m and m.group(1) in valid:
+        return valid.index(m.group(1))
+    return None
+
+
+def extract_label(text: str, labels: list[str]) -> int | None:
+    """Index of the label word a classification reply gives: the label it starts with, else
+    the only label it mentions; replies naming several labels (or none) are None."""
+    if not isinstance(text, str):
+        return None
+    low = text.strip().lower()
+    words = [lab.lower() for lab in labels]
+    for w in sorted(words, key=len, reverse=True):
+        m = re.match(rf"[\W_]*{re.escape(w)}\b", low)
+        if m:   # "neutral or positive" / "neutral/positive" hedge: no answer
+            return None if re.match(r"\s*(?:or\b|/)", low[m.end():]) else words.index(w)
+    found = {i for i, w in enumerate(words) if re.search(rf"\b{re.escape(w)}\b", low)}
+    return found.pop() if len(found) == 1 else None
+
+
+_NUMBER = re.compile(r"\(?-?[$€£]?\s?-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\)?")
+
+
+def parse_number(token: str) -> float | None:
+    """'$1,234.5' -> 1234.5, '(12)' -> -12 (accounting negative), '−3' -> -3."""
+    t = token.strip().replace("\u2212", "-")
+    neg = t.startswith("(") and t.endswith(")")
+    t = re.sub(r"[()$€£,\s%]", "", t)
+    if t.count("-") > 1:
+        return None
+    try:
+        v = float(t)
+    except ValueError:
+        return None
+    return -v if neg else v
+
+
+def extract_number(text: str) -> float | None:
+    """The answer number: the first number after the last `Answer:`/`answer is`, else the
+    last number in the text. Percent signs are dropped (answers are in the unit asked for)."""
+    if not isinstance(text, str):
+        return None
+    text = text.replace("\u2212", "-")
+    parts = re.split(r"answer\s*(?:is|:|：)", text, flags=re.IGNORECASE)
+    after_cue = len(parts) > 1 and re.search(r"\d", parts[-1]) is not None
+    scope = parts[-1] if after_cue else text
+    numbers = [m.group(0).strip() for m in _NUMBER.finditer(scope) if re.search(r"\d", m.group(0))]
+    if not numbers:
+        return None
+    tok = numbers[0] if after_cue else numbers[-1]
+    if tok.startswith("(") != tok.endswith(")"):   # a bracket of the prose, not accounting style
+        tok = tok.strip("()")
+    return parse_number(tok)

@@ -1,0 +1,133 @@
+"""Run evaluation tasks on a model: prompts, scoring (log-likelihood or generation +
+extraction), metrics, and the per-example predictions that back every number."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from findap_jax.eval import metrics as M
+from findap_jax.eval.extract import extract_choice, extract_label, extract_number
+from findap_jax.eval.loglik import encode_pair, score
+from findap_jax.eval.tasks import EvalTask
+
+
+def messages(task: EvalTask, mode: str, row: dict, system: str | None = None) -> list[dict]:
+    system = system if system is not None else task.system
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": task.prompt(mode, row)}]
+
+
+def prompt_text(tokenizer, task: EvalTask, mode: str, row: dict, chat: bool, system=None) -> str:
+    """The exact text the model conditions on: the chat-templated user turn plus the
+    assistant header (chat=True), or the bare prompt."""
+    if chat:
+        return tokenizer.apply_chat_template(messages(task, mode, row, system), add_generation_prompt=True)
+    return task.prompt(mode, row)
+
+
+def _loglik(model, tokenizer, task, rows, prompts, chat, opts):
+    add_bos = bool(tokenizer.add_bos) and not chat
+    reqs, starts = [], []
+    for row, text in zip(rows, prompts):
+        starts.append(len(reqs))
+        for c, choice in enumerate(row["choices"]):
+            try:
+                reqs.append(encode_pair(tokenizer, text, choice, add_bos=add_bos))
+            except ValueError as e:
+                raise ValueError(f"{row['_where']}: field 'choices'[{c}]: {e}") from None
+    scored, stats = score(model, reqs, row_len=opts.get("row_len", 256),
+                          rows_per_batch=opts.get("rows_per_batch", 8), mesh=opts.get("mesh"))
+    preds = []
+    for r, row in enumerate(rows):
+        lls = scored[starts[r]:starts[r] + len(row["choices"])]
+        ll = np.array([s.logprob for s in lls])
+        norm = ll / np.array([max(len(c.encode("utf-8")), 1) for c in row["choices"]])
+        preds.append({"pred": int(np.argmax(ll)), "pred_norm": int(np.argmax(norm)),
+                      "prediction": row["choices"][int(np.argmax(ll))],
+                      "loglik": [round(float(x), 5) for x in ll],
+                      "greedy": [s.greedy for s in lls]})
+    return preds, stats
+
+
+def _generate(model, tokenizer, task, rows, mode, chat, opts):
+    from findap_jax.generation.sampler import generate
+    system = opts.get("system")
+    prompts = ([messages(task, mode, row, system) for row in rows] if chat
+               else [task.prompt(mode, row) for row in rows])
+    outs = generate(model, tokenizer, prompts, max_new_tokens=opts.get("max_new_tokens") or task.max_new_tokens,
+                    stop=list(task.stop), chat=chat, batch_size=opts.get("batch_size", 16))
+    preds = []
+    for row, text in zip(rows, outs):
+        if task.answer_type == "choice":
+            pred = extract_choice(text, len(row["choices"]))
+        elif task.answer_type == "label":
+            pred = extract_label(text, row["choices"])
+        elif task.answer_type == "number":
+            pred = extract_number(text)
+        else:
+            pred = text.strip()
+        preds.append({"pred": pred, "prediction": text})
+    return preds, {}
+
+
+def task_metrics(task: EvalTask, rows: Sequence[dict], preds: Sequence[dict], mode: str) -> dict:
+    p = [x["pred"] for x in preds]
+    out: dict = {}
+    if task.needs_choices:
+        golds = [r["gold"] for r in rows]
+        n_classes = max(len(r["choices"]) for r in rows)
+        out["accuracy"] = M.accuracy(p, golds)
+        if mode == "loglik":
+            out["accuracy_norm"] = M.accuracy([x["pred_norm"] for x in preds], golds)
+        if "macro_f1" in task.metrics:
+            out["macro_f1"] = M.macro_f1(p, golds, n_classes)
+        if "mcc" in task.metrics:
+            out["mcc"] = M.mcc(p, golds)
+        if mode == "generate":
+            out["no_answer"] = float(np.mean([x is None for x in p]))
+    elif task.answer_type == "number":
+        out["numeric_match"] = M.numeric_match(p, [r["answer"] for r in rows], task.rel_tol)
+        out["no_answer"] = float(np.mean([x is None for x in p]))
+    else:
+        out.update(M.rouge(p, [r["answer"] for r in rows]))
+    return out
+
+
+def correct(task: EvalTask, row: dict, pred) -> bool:
+    if task.needs_choices:
+        return pred == row["gold"]
+    if task.answer_type == "number":
+        return M.numbers_match(pred, row["answer"], task.rel_tol)
+    return False
+
+
+def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: str | None = None,
+             chat: bool = True, **opts) -> tuple[dict, list[dict]]:
+    """Score one task. Returns (metrics with n, mode and examples_per_s; prediction records)."""
+    mode = mode or task.mode
+    if mode not in task.modes:
+        raise ValueError(f"task {task.name} has no {mode!r} mode (modes: {', '.join(task.modes)})")
+    if mode == "loglik" and not task.needs_choices:
+        raise ValueError(f"task {task.name}: log-likelihood scoring needs choices")
+    prompts = [prompt_text(tokenizer, task, mode, row, chat, opts.get("system")) for row in rows]
+    t0 = time.perf_counter()
+    if mode == "loglik":
+        preds, stats = _loglik(model, tokenizer, task, rows, prompts, chat, opts)
+    else:
+        preds, stats = _generate(model, tokenizer, task, rows, mode, chat, opts)
+    seconds = time.perf_counter() - t0
+    result = task_metrics(task, rows, preds, mode)
+    result.update(n=len(rows), mode=mode, seconds=round(seconds, 2),
+                  examples_per_s=round(len(rows) / max(seconds, 1e-9), 3), **stats)
+    records = []
+    for row, text, pr in zip(rows, prompts, preds):
+        rec = {"id": row["id"], "prompt": text, "prediction": pr["prediction"], "pred": pr["pred"],
+               "gold": row["gold"] if task.needs_choices else row["answer"],
+               "correct": correct(task, row, pr["pred"])}
+        if mode == "loglik":
+            rec.update(choices=row["choices"], loglik=pr["loglik"], greedy=pr["greedy"],
+                       pred_norm=pr["pred_norm"])
+        records.append(rec)
+    return result, records

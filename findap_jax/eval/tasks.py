@@ -1,0 +1,174 @@
+"""Evaluation tasks: FLARE rows (the schema of Salesforce/FinEval) and the task registry.
+
+A FLARE row is {"id", "query", "answer", "text", "choices", "gold"}: `query` is the
+instruction plus context, `choices` the label words or option letters, `gold` the index
+of the right one. Tasks without choices (numeric or open QA) score `answer` instead.
+A task says how to prompt (a template over the row's fields), how to score (log-likelihood
+over choices, or generation + answer extraction) and which FinEval capability it measures.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from findap_jax.data.records import RecordError, expand, read_raw, str_field
+
+BUNDLED = Path(__file__).parent / "bundled"
+
+MODES = ("loglik", "generate")
+ANSWER_TYPES = ("choice", "label", "number", "text")
+SPLITS = ("similar", "novel")
+CAPABILITIES = ("concepts", "tasks", "reasoning", "instruction_following")
+
+CHOICE_COT = ("{query}\n\nThink step by step, then give your final answer on the last line in the "
+              "form \"Selection: [[X]]\" where X is the letter of the correct option.")
+CHOICE_DIRECT = "{query}\nAnswer with the letter of the correct option.\nAnswer:"
+NUMBER_COT = ("{query}\n\nWork it out step by step, then give the final number on the last line "
+              "as \"Answer: <number>\".")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTask:
+    """How one benchmark is prompted, scored and reported."""
+    name: str
+    files: tuple[str, ...]            # globs; relative ones resolve against data_dir
+    answer_type: str                  # choice (letters), label (words), number, text
+    split: str                        # FinEval axis: similar | novel
+    capability: str                   # concepts | tasks | reasoning | instruction_following
+    domain: str = "finance"
+    mode: str = "loglik"              # default scoring mode
+    prompts: tuple[tuple[str, str], ...] = (("loglik", "{query}"), ("generate", "{query}"))
+    metrics: tuple[str, ...] = ("accuracy",)
+    system: str | None = None
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    rel_tol: float = 1e-3            # numeric answers
+    source: str = ""                  # where the rows come from (shown in reports)
+
+    def __post_init__(self):
+        if self.answer_type not in ANSWER_TYPES:
+            raise ValueError(f"task {self.name}: answer_type must be one of {ANSWER_TYPES}")
+        if self.split not in SPLITS or self.capability not in CAPABILITIES:
+            raise ValueError(f"task {self.name}: split must be in {SPLITS}, capability in {CAPABILITIES}")
+        if self.mode not in self.modes:
+            raise ValueError(f"task {self.name}: default mode {self.mode!r} has no prompt")
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(m for m, _ in self.prompts)
+
+    @property
+    def needs_choices(self) -> bool:
+        return self.answer_type in ("choice", "label")
+
+    def prompt(self, mode: str, row: dict) -> str:
+        template = dict(self.prompts).get(mode)
+        if template is None:
+            raise ValueError(f"task {self.name} has no {mode!r} mode (modes: {', '.join(self.modes)})")
+        try:
+            return template.format(**row)
+        except KeyError as e:
+            raise RecordError(f"{row.get('_where', self.name)}: field {e}: missing (the "
+                              f"{mode} prompt of task {self.name} uses it)") from None
+
+
+def validate_row(rec, needs_choices: bool) -> dict:
+    """Normalise one FLARE row; raises RecordError('field ...') for what a scorer would trip on."""
+    if not isinstance(rec, dict):
+        raise RecordError(f"expected a JSON object, got {type(rec).__name__}")
+    out = dict(rec)
+    out["query"] = str_field(rec, "query")
+    if rec.get("id") is None:
+        raise RecordError("field 'id': missing")
+    out["id"] = str(rec["id"])
+    if needs_choices:
+        choices = rec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise RecordError("field 'choices': expected a non-empty list of strings")
+        if not all(isinstance(c, str) and c.strip() for c in choices):
+            raise RecordError("field 'choices': every choice must be a non-empty string")
+        if len(set(choices)) != len(choices):
+            raise RecordError("field 'choices': duplicate choices")
+        gold = rec.get("gold")
+        if gold is None:
+            raise RecordError("field 'gold': missing")
+        if isinstance(gold, bool) or not isinstance(gold, int):
+            raise RecordError(f"field 'gold': expected an integer index, got {gold!r}")
+        if not 0 <= gold < len(choices):
+            raise RecordError(f"field 'gold': {gold} is out of range for {len(choices)} choices")
+        out["choices"], out["gold"] = list(choices), gold
+        out["answer"] = choices[gold]
+    else:
+        if rec.get("answer") is None or not str(rec["answer"]).strip():
+            raise RecordError("field 'answer': missing or empty")
+        out["answer"] = str(rec["answer"])
+    out.setdefault("text", "")
+    return out
+
+
+def resolve_files(task: EvalTask, data_dir: str = "", files: str | list | None = None) -> list[str]:
+    """Files of a task: `files` (config override) or the task's own, relative ones under
+    data_dir (default: the bundled sets)."""
+    pats = [files] if isinstance(files, str) else list(files or task.files)
+    out = []
+    for p in pats:
+        if not os.path.isabs(p):
+            p = os.path.join(data_dir, p) if data_dir else str(BUNDLED.parent.parent / p)
+        out.append(p)
+    return expand(out)
+
+
+def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0) -> list[dict]:
+    """All rows of a task in file order (first `limit` when > 0); the first bad row raises
+    RecordError naming file, line and field. Row ids must be unique."""
+    rows, seen = [], {}
+    for path in resolve_files(task, data_dir, files):
+        for where, rec, err in read_raw(path, split="test"):
+            if err is not None:
+                raise RecordError(f"{where}: {err}")
+            try:
+                row = validate_row(rec, task.needs_choices)
+            except RecordError as e:
+                raise RecordError(f"{where}: {e}") from None
+            if row["id"] in seen:
+                raise RecordError(f"{where}: field 'id': {row['id']!r} repeats {seen[row['id']]}")
+            seen[row["id"]] = where
+            row["_where"] = where
+            rows.append(row)
+            if limit and len(rows) >= limit:
+                return rows
+    if not rows:
+        raise RecordError(f"task {task.name}: no rows in {', '.join(resolve_files(task, data_dir, files))}")
+    return rows
+
+
+TASKS: dict[str, EvalTask] = {}
+
+
+def register(task: EvalTask) -> EvalTask:
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> EvalTask:
+    if name not in TASKS:
+        raise KeyError(f"unknown eval task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+register(EvalTask(
+    name="fpb", files=("data/bundled/fpb/test.jsonl",), answer_type="label", split="similar",
+    capability="tasks", mode="loglik", metrics=("accuracy", "macro_f1", "mcc"),
+    prompts=(("loglik", "{query}"), ("generate", "{query}")), max_new_tokens=8,
+    source="Financial PhraseBank test split (FLARE prompt), 996 sentences"))
+register(EvalTask(
+    name="cfa_mini", files=("eval/bundled/cfa_mini.jsonl",), answer_type="choice", split="novel",
+    capability="reasoning", mode="generate", metrics=("accuracy",),
+    prompts=(("loglik", CHOICE_DIRECT), ("generate", CHOICE_COT)), max_new_tokens=384,
+    source="30 CFA Level I-style questions written for this project"))
+register(EvalTask(
+    name="finqa_mini", files=("eval/bundled/finqa_mini.jsonl",), answer_type="number", split="novel",
+    capability="reasoning", mode="generate", metrics=("numeric_match",),
+    prompts=(("generate", NUMBER_COT),), max_new_tokens=256, rel_tol=1e-3,
+    source="25 FinQA-style table arithmetic questions written for this project"))
