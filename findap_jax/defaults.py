@@ -77,30 +77,44 @@ def run_config() -> ml_collections.ConfigDict:
 
 
 def experiment_config(**sections) -> ml_collections.ConfigDict:
-    cfg = ml_collections.ConfigDict(dict(model=model_config(), data=data_config(),
-                                         train=train_config(), run=run_config()))
+    cfg = ml_collections.ConfigDict(dict(
+        model=model_config(), data=data_config(), train=train_config(), run=run_config(),
+        # FinEval tasks run on the live model every `every` steps (0 = never); results go to
+        # workdir/eval/step_N/ and TensorBoard
+        eval=eval_tasks_config(every=0, tasks="fpb", limit=100)))
     for name, values in sections.items():
         cfg[name].update(values)
     return cfg
 
 
-def eval_config() -> ml_collections.ConfigDict:
-    """`findap-jax eval`: which model, which tasks (name or name:mode), where outputs go."""
-    return ml_collections.ConfigDict(dict(
-        model="smollm2",          # HF dir, .gguf, orbax export, or a `findap-jax train` workdir
-        dtype="float32",
-        chat_format=ml_collections.FieldReference(None, field_type=str),
+def eval_tasks_config(**overrides) -> ml_collections.ConfigDict:
+    """Which eval tasks and how to score them; shared by `findap-jax eval` and the trainer's
+    periodic evaluation (section `eval` of an experiment config)."""
+    cfg = ml_collections.ConfigDict(dict(
         tasks="fpb,cfa_mini,finqa_mini",  # comma list; "task:loglik" / "task:generate" picks a mode
         limit=0,                  # first N rows of each task (0 = all)
         data_dir="",              # root the tasks' relative files resolve against ("" = bundled)
         files=ml_collections.ConfigDict(),  # {task: glob} replaces a task's files
-        output_dir="",            # results.json, predictions/, report.md (required)
         chat=True,                # prompts as one chat-templated user turn
         system=ml_collections.FieldReference(None, field_type=str),  # None = task default
         batch_size=16,            # generation: prompts per batch
         rows_per_batch=8,         # log-likelihood: packed rows per batch
         row_len=256,              # log-likelihood: tokens per packed row (longer prompts get their own)
         max_new_tokens=0,         # 0 = the task's own budget
+    ))
+    cfg.update(overrides)
+    return cfg
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """`findap-jax eval`: which model, which tasks (name or name:mode), where outputs go."""
+    cfg = eval_tasks_config()
+    cfg.update(dict(
+        model="smollm2",          # HF dir, .gguf, orbax export, or a `findap-jax train` workdir
+        dtype="float32",
+        chat_format=ml_collections.FieldReference(None, field_type=str),
+        output_dir="",            # results.json, predictions/, report.md (required)
         compare="",               # comma list of other eval dirs to chart against this one
         mesh=dict(data=1, fsdp=-1, tensor=1),
     ))
+    return cfg

@@ -45,8 +45,12 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, d
     """Run cfg.tasks on an in-memory model (also used inside training).
     Returns ({key: metrics}, {key: prediction records})."""
     files = dict(cfg.files) if "files" in cfg else {}
+    tasks = parse_tasks(cfg.tasks)
+    for name in files:
+        if name not in {t.name for _, t, _ in tasks}:
+            raise KeyError(f"files: {name!r} is not among the tasks run ({cfg.tasks})")
     results, predictions = {}, {}
-    for key, task, mode in parse_tasks(cfg.tasks):
+    for key, task, mode in tasks:
         rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit)
         res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
                              batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,

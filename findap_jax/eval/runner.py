@@ -52,12 +52,20 @@ def _loglik(model, tokenizer, task, rows, prompts, chat, opts):
 
 
 def _generate(model, tokenizer, task, rows, mode, chat, opts):
-    from findap_jax.generation.sampler import generate
+    from findap_jax.generation.sampler import encode_prompts, generate_from_ids
     system = opts.get("system")
     prompts = ([messages(task, mode, row, system) for row in rows] if chat
                else [task.prompt(mode, row) for row in rows])
-    outs = generate(model, tokenizer, prompts, max_new_tokens=opts.get("max_new_tokens") or task.max_new_tokens,
-                    stop=list(task.stop), chat=chat, batch_size=opts.get("batch_size", 16))
+    new_tokens = opts.get("max_new_tokens") or task.max_new_tokens
+    room = model.cfg.max_position_embeddings - new_tokens
+    if room < 1:
+        raise ValueError(f"task {task.name}: max_new_tokens {new_tokens} leaves no room for a prompt "
+                         f"(max_position_embeddings {model.cfg.max_position_embeddings})")
+    encoded = encode_prompts(tokenizer, prompts, chat, None)
+    truncated = sum(len(e) > room for e in encoded)
+    encoded = [e[-room:] for e in encoded]       # keep the end: the question and the answer cue
+    outs = generate_from_ids(model, tokenizer, encoded, max_new_tokens=new_tokens, stop=list(task.stop),
+                             batch_size=opts.get("batch_size", 16))
     preds = []
     for row, text in zip(rows, outs):
         if task.answer_type == "choice":
@@ -69,7 +77,7 @@ def _generate(model, tokenizer, task, rows, mode, chat, opts):
         else:
             pred = text.strip()
         preds.append({"pred": pred, "prediction": text})
-    return preds, {}
+    return preds, {"truncated": truncated}
 
 
 def task_metrics(task: EvalTask, rows: Sequence[dict], preds: Sequence[dict], mode: str) -> dict:

@@ -78,11 +78,12 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     b = len(prompt_ids)
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("empty prompt: every prompt needs at least one token")
-    plen = _bucket(max(len(p) for p in prompt_ids))
-    cache_len = _bucket(plen + max_new_tokens)
-    if cache_len > model.cfg.max_position_embeddings and plen + max_new_tokens > model.cfg.max_position_embeddings:
-        raise ValueError(f"prompt ({plen}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+    longest = max(len(p) for p in prompt_ids)
+    if longest + max_new_tokens > model.cfg.max_position_embeddings:   # positions count real tokens
+        raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"max_position_embeddings {model.cfg.max_position_embeddings}")
+    plen = _bucket(longest)
+    cache_len = _bucket(plen + max_new_tokens)
     ids = np.full((b, plen), pad_id, np.int32)
     segs = np.zeros((b, plen), np.int32)
     for i, p in enumerate(prompt_ids):
@@ -126,8 +127,16 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperatur
     (which is not included)."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list (of strings or of message lists), not one string")
+    return generate_from_ids(model, tokenizer, encode_prompts(tokenizer, prompts, chat, system),
+                             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, seed=seed, stop=stop, batch_size=batch_size)
+
+
+def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
+                      temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                      stop: Sequence[str] | None = None, batch_size: int = 16) -> list[str]:
+    """`generate` for prompts already tokenised (e.g. truncated by the caller)."""
     stop = [s for s in (stop or []) if s]
-    encoded = encode_prompts(tokenizer, prompts, chat, system)
     results: list[str] = []
 
     def cut(text: str) -> tuple[str, bool]:

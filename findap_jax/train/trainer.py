@@ -160,6 +160,23 @@ class Trainer:
                 total, weight = total + float(s), weight + float(w)
         return total / weight if weight else None
 
+    def eval_tasks(self, step: int, writer) -> dict:
+        """FinEval tasks (cfg.eval) on the live model; outputs in workdir/eval/step_N/.
+        Returns {"eval/<task>/<metric>": value} for the primary metrics."""
+        from findap_jax.eval.evaluate import evaluate_model, write_outputs
+        model = merge_model(self.graphdef, self.state.params, self.rest)
+        results, preds = evaluate_model(model, self.tokenizer, self.cfg.eval, mesh=self.mesh,
+                                        log=lambda m: self.log(f"step {step}: {m}"))
+        out = {f"eval/{k}/{r['primary']}": float(r[r["primary"]]) for k, r in results.items()}
+        if jax.process_index() == 0:
+            write_outputs(self.workdir / "eval" / f"step_{step}", results, preds)
+            if writer is not None:
+                import tensorflow as tf
+                with writer.as_default():
+                    for k, v in out.items():
+                        tf.summary.scalar(k, v, step=step)
+        return out
+
     def run(self) -> list[dict]:
         tc, run = self.cfg.train, self.cfg.run
         start = self.restore_latest()
@@ -201,6 +218,8 @@ class Trainer:
                     self._log(metrics, writer)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     self.ckpt.save(step, self.state, self.data.state())
+                if self.cfg.eval.every and step % self.cfg.eval.every == 0:
+                    metrics.update(self.eval_tasks(step, writer))
                 if run.eval_every and step % run.eval_every == 0:
                     dev = self.eval_loss()
                     if dev is not None:

@@ -41,6 +41,16 @@ def test_sft_lowers_dev_loss(tiny_model, tmp_path):
     assert len(history) == 25 and after < before - 0.3, (before, after)
 
 
+def test_periodic_fineval_during_training(tiny_model, tmp_path):
+    cfg = _cfg("configs/sft.py", tiny_model, **{"train.steps": "4", "eval.every": "2", "eval.tasks": "fpb",
+                                               "eval.limit": "4"})
+    history = Trainer(cfg, tmp_path, log=lambda *_: None).run()
+    assert "eval/fpb/accuracy" in history[1] and "eval/fpb/accuracy" in history[3]
+    for step in (2, 4):
+        res = json.loads((tmp_path / "eval" / f"step_{step}" / "results.json").read_text())
+        assert res["fpb"]["n"] == 4 and res["fpb"]["accuracy"] == history[step - 1]["eval/fpb/accuracy"]
+
+
 def test_dpo_raises_reward_accuracy(tiny_model, tmp_path):
     cfg = _cfg("configs/dpo.py", tiny_model, **{"train.steps": "12", "train.lr": "3e-3", "train.warmup": "0",
                                                "data.batch_size": "8"})

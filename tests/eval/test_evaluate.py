@@ -1,0 +1,77 @@
+"""`findap-jax eval` end to end on a tiny model: outputs, merging, errors, charts."""
+import json
+
+import pytest
+
+from findap_jax.cli import main
+from findap_jax.eval.evaluate import parse_tasks
+from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
+
+CONFIG = "configs/eval/fineval.py"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    save_random_hf_llama(d, "gqa_untied", vocab=300)
+    save_tiny_tokenizer(d, "chatml")
+    return d
+
+
+def _eval(model_dir, out, *extra):
+    return main(["eval", f"--config={CONFIG}", f"--config.model={model_dir}", f"--config.output_dir={out}",
+                 "--config.limit=6", "--config.max_new_tokens=4", *extra])
+
+
+def test_eval_writes_results_predictions_and_report(model_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _eval(model_dir, out, "--config.tasks=fpb,cfa_mini,finqa_mini,cfa_mini:loglik") == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"fpb", "cfa_mini", "finqa_mini", "cfa_mini:loglik"}
+    assert res["fpb"]["n"] == 6 and res["fpb"]["mode"] == "loglik" and 0 <= res["fpb"]["accuracy"] <= 1
+    assert {"macro_f1", "mcc", "accuracy_norm", "examples_per_s"} <= set(res["fpb"])
+    assert res["cfa_mini"]["mode"] == "generate" and "no_answer" in res["cfa_mini"]
+    assert "numeric_match" in res["finqa_mini"]
+    preds = [json.loads(line) for line in (out / "predictions" / "fpb.jsonl").read_text().splitlines()]
+    assert len(preds) == 6 and len(preds[0]["loglik"]) == 3 and preds[0]["id"] == "fpb5"
+    assert preds[0]["correct"] == (preds[0]["pred"] == preds[0]["gold"])
+    assert (out / "predictions" / "cfa_mini@loglik.jsonl").is_file()
+    acc = sum(p["correct"] for p in preds) / 6
+    assert res["fpb"]["accuracy"] == pytest.approx(acc)
+    report = (out / "report.md").read_text()
+    assert "| similar | tasks | fpb | accuracy |" in report and "| novel | reasoning | cfa_mini |" in report
+    assert "| novel | concepts | — |" in report
+
+    # a second run of one task merges: the others keep their numbers
+    assert _eval(model_dir, out, "--config.tasks=fpb", "--config.limit=3") == 0
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["fpb"]["n"] == 3 and res2["finqa_mini"] == res["finqa_mini"]
+
+    other = tmp_path / "other"
+    assert _eval(model_dir, other, "--config.tasks=fpb", f"--config.compare={out}") == 0
+    assert (other / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["compare", str(out), str(other), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_eval_errors(model_dir, tmp_path, capsys):
+    assert _eval(model_dir, tmp_path / "x", "--config.tasks=fpb:generate,nope") == 2
+    assert "unknown eval task 'nope'" in capsys.readouterr().err
+    assert _eval(model_dir, tmp_path / "x", "--config.tasks=finqa_mini:loglik") == 2
+    assert "finqa_mini has no 'loglik' mode" in capsys.readouterr().err
+    assert main(["eval", f"--config={CONFIG}", f"--config.model={model_dir}"]) == 2
+    assert "output_dir: required" in capsys.readouterr().err
+    assert _eval(model_dir, tmp_path / "x", "--config.taks=fpb") == 2
+    assert "taks" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "query": "q", "choices": ["a", "b"], "gold": 5}\n')
+    assert _eval(model_dir, tmp_path / "x", "--config.tasks=fpb", "--config.files={'fpb': '%s'}" % bad) == 2
+    assert f"{bad}:1: field 'gold': 5 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "results.json").exists()
+    assert _eval(model_dir, tmp_path / "x", "--config.tasks=fpb", "--config.files={'fbp': 'x.jsonl'}") == 2
+    assert "files: 'fbp' is not among the tasks run" in capsys.readouterr().err
+
+
+def test_parse_tasks_keys():
+    keys = [k for k, _, _ in parse_tasks("fpb, cfa_mini:loglik ,finqa_mini:generate")]
+    assert keys == ["fpb", "cfa_mini:loglik", "finqa_mini"]
