@@ -23,23 +23,30 @@ metric_list:
 
 
 def lm_eval_mc(gguf_path: Path, rows_file: Path, workdir: Path, limit: int | None = None,
-               batch_size: int = 8) -> list[dict]:
-    """Per-document {"doc_id", "lls", "pred", "acc"} from lm-eval on a FLARE jsonl file."""
+               batch_size: int = 8, timing: dict | None = None) -> list[dict]:
+    """Per-document {"doc_id", "lls", "pred", "acc"} from lm-eval on a FLARE jsonl file.
+    `timing["seconds"]` receives the evaluation time (model loading excluded)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import time
+
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     task_dir = Path(workdir) / "lm_eval_tasks"
     task_dir.mkdir(parents=True, exist_ok=True)
     (task_dir / "findap_ref_mc.yaml").write_text(TASK_YAML.format(rows=str(rows_file)))
+    lm = HFLM(pretrained=str(Path(gguf_path).parent), gguf_file=Path(gguf_path).name, dtype="float32",
+              device="cpu", batch_size=batch_size)
+    t0 = time.perf_counter()
     out = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=dict(pretrained=str(Path(gguf_path).parent), gguf_file=Path(gguf_path).name,
-                        dtype="float32", device="cpu"),
+        model=lm,
         tasks=["findap_ref_mc"], task_manager=TaskManager(include_path=str(task_dir)),
         num_fewshot=0, apply_chat_template=True, batch_size=batch_size, limit=limit,
         log_samples=True)
+    if timing is not None:
+        timing["seconds"] = time.perf_counter() - t0
     docs = []
     for s in sorted(out["samples"]["findap_ref_mc"], key=lambda s: s["doc_id"]):
         lls = [float(r[0]) for r in s["filtered_resps"]]

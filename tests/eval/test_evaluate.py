@@ -75,3 +75,15 @@ def test_eval_errors(model_dir, tmp_path, capsys):
 def test_parse_tasks_keys():
     keys = [k for k, _, _ in parse_tasks("fpb, cfa_mini:loglik ,finqa_mini:generate")]
     assert keys == ["fpb", "cfa_mini:loglik", "finqa_mini"]
+
+
+def test_eval_reads_a_training_workdir(model_dir, tmp_path):
+    """A `findap-jax train` workdir evaluates its final export (same scores as the source)."""
+    from findap_jax import load_pretrained
+    from findap_jax.checkpoints import save_pretrained
+    model, tok = load_pretrained(model_dir)
+    save_pretrained(model, tok, tmp_path / "work" / "final", to="orbax")
+    assert _eval(tmp_path / "work", tmp_path / "a", "--config.tasks=fpb", "--config.limit=4") == 0
+    assert _eval(model_dir, tmp_path / "b", "--config.tasks=fpb", "--config.limit=4") == 0
+    a, b = (json.loads((tmp_path / d / "predictions" / "fpb.jsonl").read_text().splitlines()[0]) for d in "ab")
+    assert a["loglik"] == b["loglik"]

@@ -23,10 +23,16 @@ def tiny(tmp_path_factory):
     return Llama(cfg, rngs=nnx.Rngs(5)), tok
 
 
+_forward = nnx.jit(lambda m, x: m(x))
+
+
 def _direct(model, ctx, cont):
-    """Sum of log p(cont | ctx) from one unpacked forward pass over ctx + cont."""
-    ids = jnp.asarray([list(ctx) + list(cont)], jnp.int32)
-    logp = jax.nn.log_softmax(np.asarray(model(ids))[0], -1)
+    """Sum of log p(cont | ctx) from one unpacked forward pass over ctx + cont (right-padded
+    to 64 tokens so one compiled shape serves every request; causal, so padding is inert)."""
+    seq = list(ctx) + list(cont)
+    ids = np.zeros((1, 64), np.int32)
+    ids[0, :len(seq)] = seq
+    logp = np.asarray(jax.nn.log_softmax(_forward(model, jnp.asarray(ids))[0], -1))
     return float(sum(logp[len(ctx) - 1 + t, tok] for t, tok in enumerate(cont)))
 
 
