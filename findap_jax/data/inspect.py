@@ -58,6 +58,13 @@ def inspect(cfg, tokenizer, *, examples: int = 2000, batches: int = 20, rows: in
         for line in st.skipped.examples[:3]:
             out(f"    skipped {line}")
 
+    from findap_jax.data.contamination import format_report, mixture_report
+    contamination = mixture_report(data, all_tasks=True)
+    if contamination is not None:
+        report["contamination"] = contamination
+        out(f"\n== {data.contamination.n}-gram overlap with eval tasks ({data.contamination.eval_tasks})")
+        out(format_report(contamination))
+
     name = resolve_name(data.mixture)
     mix = seqio.get_mixture_or_task(name)
     if isinstance(mix, seqio.Mixture):

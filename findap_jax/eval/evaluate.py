@@ -55,9 +55,8 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, d
         res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
                              batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,
                              row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh)
-        primary = {"label": "accuracy", "choice": "accuracy", "number": "numeric_match"}.get(
-            task.answer_type, "rougeL")
-        res.update(split=task.split, capability=task.capability, domain=task.domain, primary=primary)
+        primary = res["primary"]
+        res.update(split=task.split, capability=task.capability, domain=task.domain)
         results[key], predictions[key] = res, recs
         log(f"eval {key}: {primary}={res[primary]:.4f} n={res['n']} ({res['examples_per_s']:.2f} ex/s, {mode})")
     return results, predictions

@@ -19,7 +19,7 @@ _CHOICE_PATTERNS = (
 
 def extract_choice(text: str, n_choices: int) -> int | None:
     """Index of the option letter the text settles on: `[[B]]`, `Selection: B`,
-    `answer is B`, or a reply that is just the letter (`B`, `(B)`, `B. ...`)."""
+    `answer is B`, or a reply that opens with the letter (`B`, `(B) ...`, `B. ...`)."""
     if not isinstance(text, str) or n_choices < 1:
         return None
     valid = LETTERS[:n_choices]
@@ -28,7 +28,11 @@ def extract_choice(text: str, n_choices: int) -> int | None:
         hits = [h for h in hits if h in valid]
         if hits:
             return valid.index(hits[-1])
-    m = re.match(r"\s*\(?([A-J])(?:\)|\.|:|\s*$|\s)", text)
+    # a reply that opens with the letter: "B", "(B)", "B.", "B)" or "B:" (not the article "A ...")
+    # ... unless it restates the options ("A. ...\nB. ..."), which is no answer at all
+    if len(set(re.findall(r"(?m)^\s*\(?([A-J])[.)]", text))) >= 2:
+        return None
+    m = re.match(r"\s*\(?([A-J])(?:[.):]|\s*$|\s*\n)", text)
     if m and m.group(1) in valid:
         return valid.index(m.group(1))
     return None

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from findap_jax.eval import metrics as M
-from findap_jax.eval.extract import extract_choice, extract_label, extract_number
 from findap_jax.eval.loglik import encode_pair, score
+from findap_jax.eval.scoring import PRIMARY, example_score, extract, task_metrics
 from findap_jax.eval.tasks import EvalTask
 
 
@@ -66,49 +65,8 @@ def _generate(model, tokenizer, task, rows, mode, chat, opts):
     encoded = [e[-room:] for e in encoded]       # keep the end: the question and the answer cue
     outs = generate_from_ids(model, tokenizer, encoded, max_new_tokens=new_tokens, stop=list(task.stop),
                              batch_size=opts.get("batch_size", 16))
-    preds = []
-    for row, text in zip(rows, outs):
-        if task.answer_type == "choice":
-            pred = extract_choice(text, len(row["choices"]))
-        elif task.answer_type == "label":
-            pred = extract_label(text, row["choices"])
-        elif task.answer_type == "number":
-            pred = extract_number(text)
-        else:
-            pred = text.strip()
-        preds.append({"pred": pred, "prediction": text})
+    preds = [{"pred": extract(task, row, text), "prediction": text} for row, text in zip(rows, outs)]
     return preds, {"truncated": truncated}
-
-
-def task_metrics(task: EvalTask, rows: Sequence[dict], preds: Sequence[dict], mode: str) -> dict:
-    p = [x["pred"] for x in preds]
-    out: dict = {}
-    if task.needs_choices:
-        golds = [r["gold"] for r in rows]
-        n_classes = max(len(r["choices"]) for r in rows)
-        out["accuracy"] = M.accuracy(p, golds)
-        if mode == "loglik":
-            out["accuracy_norm"] = M.accuracy([x["pred_norm"] for x in preds], golds)
-        if "macro_f1" in task.metrics:
-            out["macro_f1"] = M.macro_f1(p, golds, n_classes)
-        if "mcc" in task.metrics:
-            out["mcc"] = M.mcc(p, golds)
-        if mode == "generate":
-            out["no_answer"] = float(np.mean([x is None for x in p]))
-    elif task.answer_type == "number":
-        out["numeric_match"] = M.numeric_match(p, [r["answer"] for r in rows], task.rel_tol)
-        out["no_answer"] = float(np.mean([x is None for x in p]))
-    else:
-        out.update(M.rouge(p, [r["answer"] for r in rows]))
-    return out
-
-
-def correct(task: EvalTask, row: dict, pred) -> bool:
-    if task.needs_choices:
-        return pred == row["gold"]
-    if task.answer_type == "number":
-        return M.numbers_match(pred, row["answer"], task.rel_tol)
-    return False
 
 
 def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: str | None = None,
@@ -127,13 +85,13 @@ def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: st
         preds, stats = _generate(model, tokenizer, task, rows, mode, chat, opts)
     seconds = time.perf_counter() - t0
     result = task_metrics(task, rows, preds, mode)
-    result.update(n=len(rows), mode=mode, seconds=round(seconds, 2),
+    result.update(n=len(rows), mode=mode, primary=PRIMARY[task.answer_type], seconds=round(seconds, 2),
                   examples_per_s=round(len(rows) / max(seconds, 1e-9), 3), **stats)
     records = []
     for row, text, pr in zip(rows, prompts, preds):
         rec = {"id": row["id"], "prompt": text, "prediction": pr["prediction"], "pred": pr["pred"],
                "gold": row["gold"] if task.needs_choices else row["answer"],
-               "correct": correct(task, row, pr["pred"])}
+               "score": example_score(task, row, pr["pred"])}
         if mode == "loglik":
             rec.update(choices=row["choices"], loglik=pr["loglik"], greedy=pr["greedy"],
                        pred_norm=pr["pred_norm"])

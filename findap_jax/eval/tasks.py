@@ -14,10 +14,11 @@ from pathlib import Path
 
 from findap_jax.data.records import RecordError, expand, read_raw, str_field
 
-BUNDLED = Path(__file__).parent / "bundled"
+PACKAGE = Path(__file__).parents[1]
+BUNDLED = PACKAGE / "eval" / "bundled"
 
 MODES = ("loglik", "generate")
-ANSWER_TYPES = ("choice", "label", "number", "text")
+ANSWER_TYPES = ("choice", "label", "number", "text", "entities", "tatqa", "finqa")
 SPLITS = ("similar", "novel")
 CAPABILITIES = ("concepts", "tasks", "reasoning", "instruction_following")
 
@@ -45,6 +46,7 @@ class EvalTask:
     stop: tuple[str, ...] = ()
     rel_tol: float = 1e-3            # numeric answers
     source: str = ""                  # where the rows come from (shown in reports)
+    reader: str = "flare"             # file format: flare rows, or a converter in benchmarks.READERS
 
     def __post_init__(self):
         if self.answer_type not in ANSWER_TYPES:
@@ -108,13 +110,16 @@ def validate_row(rec, needs_choices: bool) -> dict:
 
 
 def resolve_files(task: EvalTask, data_dir: str = "", files: str | list | None = None) -> list[str]:
-    """Files of a task: `files` (config override) or the task's own, relative ones under
-    data_dir (default: the bundled sets)."""
+    """Files of a task: `files` (config override) or the task's own. Relative paths resolve
+    against data_dir (default: the copies bundled in findap_jax/eval/bundled/, laid out like
+    ../shared/data); `pkg:` paths are inside the package whatever the data dir."""
     pats = [files] if isinstance(files, str) else list(files or task.files)
     out = []
     for p in pats:
-        if not os.path.isabs(p):
-            p = os.path.join(data_dir, p) if data_dir else str(BUNDLED.parent.parent / p)
+        if p.startswith("pkg:"):
+            p = str(PACKAGE / p[4:])
+        elif not os.path.isabs(p):
+            p = os.path.join(data_dir or BUNDLED, p)
         out.append(p)
     return expand(out)
 
@@ -124,9 +129,7 @@ def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0) ->
     RecordError naming file, line and field. Row ids must be unique."""
     rows, seen = [], {}
     for path in resolve_files(task, data_dir, files):
-        for where, rec, err in read_raw(path, split="test"):
-            if err is not None:
-                raise RecordError(f"{where}: {err}")
+        for where, rec in _read(task.reader, path):
             try:
                 row = validate_row(rec, task.needs_choices)
             except RecordError as e:
@@ -141,6 +144,19 @@ def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0) ->
     if not rows:
         raise RecordError(f"task {task.name}: no rows in {', '.join(resolve_files(task, data_dir, files))}")
     return rows
+
+
+def _read(reader: str, path: str):
+    if reader == "flare":
+        for where, rec, err in read_raw(path, split="test"):
+            if err is not None:
+                raise RecordError(f"{where}: {err}")
+            yield where, rec
+        return
+    from findap_jax.eval.benchmarks import READERS
+    if reader not in READERS:
+        raise ValueError(f"unknown task reader {reader!r} (flare, {', '.join(READERS)})")
+    yield from READERS[reader](path)
 
 
 TASKS: dict[str, EvalTask] = {}
@@ -158,17 +174,46 @@ def get_task(name: str) -> EvalTask:
 
 
 register(EvalTask(
-    name="fpb", files=("data/bundled/fpb/test.jsonl",), answer_type="label", split="similar",
+    name="fpb", files=("pkg:data/bundled/fpb/test.jsonl",), answer_type="label", split="similar",
     capability="tasks", mode="loglik", metrics=("accuracy", "macro_f1", "mcc"),
     prompts=(("loglik", "{query}"), ("generate", "{query}")), max_new_tokens=8,
     source="Financial PhraseBank test split (FLARE prompt), 996 sentences"))
 register(EvalTask(
-    name="cfa_mini", files=("eval/bundled/cfa_mini.jsonl",), answer_type="choice", split="novel",
+    name="cfa_mini", files=("pkg:eval/bundled/cfa_mini.jsonl",), answer_type="choice", split="novel",
     capability="reasoning", mode="generate", metrics=("accuracy",),
     prompts=(("loglik", CHOICE_DIRECT), ("generate", CHOICE_COT)), max_new_tokens=384,
     source="30 CFA Level I-style questions written for this project"))
 register(EvalTask(
-    name="finqa_mini", files=("eval/bundled/finqa_mini.jsonl",), answer_type="number", split="novel",
+    name="finqa_mini", files=("pkg:eval/bundled/finqa_mini.jsonl",), answer_type="number", split="novel",
     capability="reasoning", mode="generate", metrics=("numeric_match",),
     prompts=(("generate", NUMBER_COT),), max_new_tokens=256, rel_tol=1e-3,
     source="25 FinQA-style table arithmetic questions written for this project"))
+
+# Public benchmarks, read in their own formats from a data dir laid out like ../shared/data
+# (see findap_jax/eval/benchmarks.py for the converters and prompts).
+register(EvalTask(
+    name="tweets_sentiment", files=("twitter_fin_sentiment/sent_valid.csv",), reader="tweets",
+    answer_type="label", split="similar", capability="tasks", mode="loglik",
+    metrics=("accuracy", "macro_f1"), max_new_tokens=8,
+    source="zeroshot/twitter-financial-news-sentiment validation sample (MIT)"))
+register(EvalTask(
+    name="finner", files=("finner_sec/train_FIN5.txt",), reader="conll_ner", answer_type="entities",
+    split="similar", capability="tasks", mode="generate", prompts=(("generate", "{query}"),),
+    metrics=("entity_f1",), max_new_tokens=128,
+    source="FIN5 CoNLL sentences from SEC credit agreements (Salinas Alvarado et al. 2015, CC BY 3.0)"))
+register(EvalTask(
+    name="mmlu_finance", files=("mmlu_finance/*_test.csv",), reader="mmlu", answer_type="choice",
+    split="novel", capability="concepts", mode="loglik",
+    prompts=(("loglik", CHOICE_DIRECT), ("generate", CHOICE_COT)), max_new_tokens=384,
+    source="MMLU econometrics, macro/microeconomics, professional accounting (MIT)"))
+register(EvalTask(
+    name="tatqa", files=("tatqa/dev.json",), reader="tatqa", answer_type="tatqa", split="novel",
+    capability="tasks", mode="generate", metrics=("tatqa_em", "tatqa_f1"), max_new_tokens=128,
+    prompts=(("generate", "{query}\n\nGive the answer on the last line as \"Answer: <answer>\"; "
+                          "separate several answers with \" | \" and name the scale (thousand, "
+                          "million, billion or percent) when the answer has one."),),
+    source="TAT-QA dev (CC BY 4.0)"))
+register(EvalTask(
+    name="finqa", files=("finqa/dev.json",), reader="finqa", answer_type="finqa", split="novel",
+    capability="reasoning", mode="generate", metrics=("execution_accuracy",), max_new_tokens=384,
+    prompts=(("generate", NUMBER_COT),), source="FinQA dev sample (MIT)"))

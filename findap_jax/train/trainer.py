@@ -20,6 +20,7 @@ from flax import nnx
 from findap_jax.checkpoints.loader import load_pretrained
 from findap_jax.checkpoints.orbax_io import save_orbax
 from findap_jax.config import to_json
+from findap_jax.data.contamination import check, mixture_report
 from findap_jax.data.pipeline import is_preference, make_iterator, register, resolve_name
 from findap_jax.parallel import make_mesh
 from findap_jax.parallel.sharding import state_shardings
@@ -80,6 +81,9 @@ class Trainer:
             raise ValueError(f"{m.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "
                              f"model's vocab_size is {self.model.cfg.vocab_size}")
         register(cfg.data, self.tokenizer)
+        contamination = mixture_report(cfg.data)
+        if contamination is not None:
+            check(contamination, cfg.data.contamination.max_share)
         pref = is_preference(resolve_name(cfg.data.mixture))
         if pref != (tc.loss in PREF_LOSSES):
             raise ValueError(f"train.loss={tc.loss!r} does not fit data.mixture={cfg.data.mixture!r} "

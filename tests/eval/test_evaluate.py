@@ -34,9 +34,9 @@ def test_eval_writes_results_predictions_and_report(model_dir, tmp_path):
     assert "numeric_match" in res["finqa_mini"]
     preds = [json.loads(line) for line in (out / "predictions" / "fpb.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and len(preds[0]["loglik"]) == 3 and preds[0]["id"] == "fpb5"
-    assert preds[0]["correct"] == (preds[0]["pred"] == preds[0]["gold"])
+    assert preds[0]["score"] == float(preds[0]["pred"] == preds[0]["gold"])
     assert (out / "predictions" / "cfa_mini@loglik.jsonl").is_file()
-    acc = sum(p["correct"] for p in preds) / 6
+    acc = sum(p["score"] for p in preds) / 6
     assert res["fpb"]["accuracy"] == pytest.approx(acc)
     report = (out / "report.md").read_text()
     assert "| similar | tasks | fpb | accuracy |" in report and "| novel | reasoning | cfa_mini |" in report
@@ -87,3 +87,13 @@ def test_eval_reads_a_training_workdir(model_dir, tmp_path):
     assert _eval(model_dir, tmp_path / "b", "--config.tasks=fpb", "--config.limit=4") == 0
     a, b = (json.loads((tmp_path / d / "predictions" / "fpb.jsonl").read_text().splitlines()[0]) for d in "ab")
     assert a["loglik"] == b["loglik"]
+
+
+def test_every_registered_task_runs(model_dir, tmp_path):
+    from findap_jax.eval.tasks import TASKS
+    specs = [f"{name}:{mode}" for name, t in TASKS.items() for mode in t.modes]
+    assert _eval(model_dir, tmp_path / "all", f"--config.tasks={','.join(specs)}", "--config.limit=3") == 0
+    res = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert len(res) == len(specs)
+    for key, r in res.items():
+        assert r["n"] == 3 and 0.0 <= r[r["primary"]] <= 1.0, key

@@ -16,6 +16,10 @@ LABELS = ["negative", "neutral", "positive"]
     ("B", 1),
     ("(C) because the duration is shorter", 2),
     ("A. $11,800.00", 0),
+    ("A bond's price falls when yields rise.", None),               # the article, not option A
+    ("C\nbecause duration is shorter", 2),
+    ("A. $11,910.16\nB. $11,966.81\nC. $11,966.81\n\nStep-by-step", None),   # restated options
+    ("A. 10.44%\nB. 12.47%\nThe answer is B", 1),
     ("I am not sure which option is right.", None),
     ("Selection: [[D]]", None),                                      # not an option here
     ("", None),

@@ -69,10 +69,13 @@ def test_duplicate_ids_and_missing_answer(tmp_path):
 
 
 def test_data_dir_and_unknown_task(tmp_path):
-    (tmp_path / "eval" / "bundled").mkdir(parents=True)
-    _write(tmp_path / "eval" / "bundled", [{"id": 1, "query": "q", "answer": "3"}], "finqa_mini.jsonl")
-    assert [r["id"] for r in load_rows(get_task("finqa_mini"), data_dir=str(tmp_path))] == ["1"]
+    (tmp_path / "finqa").mkdir()
+    (tmp_path / "finqa" / "dev.json").write_text(json.dumps(
+        [{"id": "r1", "pre_text": ["a"], "post_text": [], "table": [["x", "1"]],
+          "qa": {"question": "q?", "exe_ans": 1.0}}]))
+    assert [r["id"] for r in load_rows(get_task("finqa"), data_dir=str(tmp_path))] == ["r1"]
+    assert len(load_rows(get_task("fpb"), data_dir=str(tmp_path))) == 996   # pkg: files stay put
     with pytest.raises(KeyError, match="unknown eval task 'fbp'"):
         get_task("fbp")
     with pytest.raises(FileNotFoundError, match="no files match"):
-        load_rows(get_task("fpb"), data_dir=str(tmp_path))
+        load_rows(get_task("tatqa"), data_dir=str(tmp_path))

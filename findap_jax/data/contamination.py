@@ -1,0 +1,134 @@
+"""Contamination guard: word n-gram overlap between training tasks and evaluation tasks.
+
+An evaluation row counts as contaminated by a training task when any n-gram (default 13
+words, lowercased) of its content (`text` field: the sentence, question or report, not
+the shared prompt template) occurs in the training task's records. Contents shorter than
+n words (tweets) are compared as a whole, down to `min_words`; shorter ones are skipped.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from findap_jax.data.records import read_records
+from findap_jax.data.tasks import TaskSpec
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def grams(ws: Sequence[str], n: int) -> set[int]:
+    return {hash(tuple(ws[i:i + n])) for i in range(len(ws) - n + 1)}
+
+
+def eval_gram_sets(contents: Iterable[str], n: int = 13, min_words: int = 6) -> dict[int, set[int]]:
+    """{gram length: hashes} of evaluation contents (shorter contents as a whole)."""
+    out: dict[int, set[int]] = {}
+    for c in contents:
+        ws = words(c)
+        if len(ws) >= min_words:
+            k = min(n, len(ws))
+            out.setdefault(k, set()).update(grams(ws, k))
+    return out
+
+
+def shares_ngrams(text: str, eval_grams: Mapping[int, set[int]]) -> bool:
+    """Whether a training text contains any evaluation n-gram (decontamination filter)."""
+    ws = words(text)
+    return any(grams(ws, k) & g for k, g in eval_grams.items())
+
+
+def record_texts(kind: str, rec: Mapping) -> list[str]:
+    """Every piece of text a training record shows the model."""
+    if kind == "cpt":
+        return [rec["text"]]
+    texts = [m["content"] for m in rec["messages"]]
+    return texts + [rec["chosen"], rec["rejected"]] if kind == "preference" else texts
+
+
+def eval_contents(rows: Iterable[Mapping]) -> list[tuple[str, str]]:
+    """(row id, content) for each evaluation row: `text`, else the query."""
+    return [(r["id"], r.get("text") or r["query"]) for r in rows]
+
+
+def overlap(train: Mapping[str, TaskSpec], evals: Mapping[str, list[tuple[str, str]]], n: int = 13,
+            min_words: int = 6, split: str = "train") -> dict[str, dict[str, dict]]:
+    """{train task: {eval task: {"rows": contaminated rows, "of": rows checked, "ids": first ids}}}."""
+    lengths = {n} | {len(words(c)) for rows in evals.values() for _, c in rows
+                     if min_words <= len(words(c)) < n}
+    report: dict[str, dict[str, dict]] = {}
+    for tname, spec in train.items():
+        if split not in spec.files:
+            continue
+        seen = {k: set() for k in lengths}
+        for _, rec in read_records(spec.files[split], spec.kind, on_error="skip", split=split):
+            for text in record_texts(spec.kind, rec):
+                ws = words(text)
+                for k in lengths:
+                    seen[k] |= grams(ws, k)
+        report[tname] = {}
+        for ename, rows in evals.items():
+            hit, checked = [], 0
+            for rid, content in rows:
+                ws = words(content)
+                if len(ws) < min_words:
+                    continue
+                checked += 1
+                k = min(n, len(ws))
+                if grams(ws, k) & seen[k]:
+                    hit.append(rid)
+            report[tname][ename] = {"rows": len(hit), "of": checked, "ids": hit[:5]}
+    return report
+
+
+def eval_rows_for(tasks: str | Sequence[str], data_dir: str = "") -> dict[str, list[tuple[str, str]]]:
+    from findap_jax.eval.tasks import get_task, load_rows
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    return {name: eval_contents(load_rows(get_task(name), data_dir)) for name in names}
+
+
+def format_report(report: Mapping) -> str:
+    lines = ["| training task | eval task | contaminated rows | of | share | example ids |",
+             "|---|---|---|---|---|---|"]
+    for tname, per in report.items():
+        for ename, r in per.items():
+            share = r["rows"] / r["of"] if r["of"] else 0.0
+            lines.append(f"| {tname} | {ename} | {r['rows']} | {r['of']} | {share:.2%} | "
+                         f"{', '.join(map(str, r['ids']))} |")
+    return "\n".join(lines)
+
+
+def check(report: Mapping, max_share: float) -> None:
+    """Raise when any (training, eval) pair overlaps on more than `max_share` of the eval rows."""
+    bad = [(t, e, r) for t, per in report.items() for e, r in per.items()
+           if r["of"] and r["rows"] / r["of"] > max_share]
+    if bad:
+        t, e, r = bad[0]
+        raise ValueError(f"contamination: training task {t} shares {r['rows']} of {r['of']} rows of eval task "
+                         f"{e} ({n_gram_note(r)}); above data.contamination.max_share={max_share}. "
+                         f"Remove those records or raise the threshold deliberately.")
+
+
+def n_gram_note(r: Mapping) -> str:
+    return "e.g. ids " + ", ".join(map(str, r["ids"])) if r["ids"] else "no ids"
+
+
+def mixture_report(data_cfg, all_tasks: bool = False) -> dict | None:
+    """Overlap of the configured mixture's training tasks (every task with `all_tasks`) with
+    data.contamination.eval_tasks; None when no eval tasks are configured."""
+    import seqio
+
+    from findap_jax.data.pipeline import resolve_name, task_specs
+    from findap_jax.data.registry import PREFIX
+    c = data_cfg.contamination
+    if not c.eval_tasks:
+        return None
+    specs = task_specs(data_cfg)
+    if not all_tasks:
+        mix = seqio.get_mixture_or_task(resolve_name(data_cfg.mixture))
+        used = {t.name.removeprefix(PREFIX) for t in getattr(mix, "tasks", [mix])}
+        specs = {k: v for k, v in specs.items() if k in used}
+    return overlap(specs, eval_rows_for(c.eval_tasks), n=c.n)

@@ -1,0 +1,100 @@
+"""Per answer type: what is extracted from a generation, when one example is correct, and
+the task-level metrics. Extraction never raises; a failed extraction is wrong."""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from findap_jax.eval import metrics as M
+from findap_jax.eval.extract import extract_choice, extract_label, extract_number
+
+# answer type -> primary metric (the one reports and charts show)
+PRIMARY = {"choice": "accuracy", "label": "accuracy", "number": "numeric_match", "text": "rougeL",
+           "entities": "entity_f1", "tatqa": "tatqa_f1", "finqa": "execution_accuracy"}
+
+
+def parse_entities(text: str, types: Sequence[str] = ("PER", "ORG", "LOC", "MISC")) -> set:
+    """{(entity, TYPE)} from "entity, TYPE" lines; lines that do not end in a known type are
+    ignored (so prose around the list costs precision only through what it claims)."""
+    out = set()
+    if not isinstance(text, str):
+        return out
+    for line in text.splitlines():
+        m = re.match(r"\s*(?:[-*•]\s*|\d+[.)]\s*)?(.+?)\s*[,:(–-]\s*\(?([A-Za-z]+)\)?\s*\.?$", line)
+        if m and m.group(2).upper() in types:
+            out.add((" ".join(m.group(1).strip().strip('"').split()), m.group(2).upper()))
+    return out
+
+
+def extract(task, row: dict, text: str):
+    """The prediction a generation gives for one row (None when nothing usable)."""
+    kind = task.answer_type
+    if kind == "choice":
+        return extract_choice(text, len(row["choices"]))
+    if kind == "label":
+        return extract_label(text, row["choices"])
+    if kind == "number":
+        return extract_number(text)
+    if kind == "entities":
+        return sorted(parse_entities(text))
+    if kind == "tatqa":
+        from findap_jax.eval.official import parse_tatqa_prediction
+        return list(parse_tatqa_prediction(text))
+    if kind == "finqa":
+        # after the last "Answer:" a yes/no without digits is the answer; else the number
+        parts = re.split(r"answer\s*(?:is|:)", (text or "").lower() if isinstance(text, str) else "")
+        yn = re.findall(r"\b(yes|no)\b", parts[-1])
+        if yn and (len(parts) > 1 or extract_number(text) is None) and not re.search(r"\d", parts[-1]):
+            return yn[-1]
+        return extract_number(text)
+    return (text or "").strip()
+
+
+def example_score(task, row: dict, pred) -> float:
+    """1.0/0.0 for right/wrong (F1 for span-style answers)."""
+    kind = task.answer_type
+    if kind in ("choice", "label"):
+        return float(pred == row["gold"])
+    if kind == "number":
+        return float(M.numbers_match(pred, row["answer"], task.rel_tol))
+    if kind == "entities":
+        return M.entity_f1([set(map(tuple, pred))], [set(map(tuple, row["entities"]))])["entity_f1"]
+    if kind == "tatqa":
+        from findap_jax.eval.official import tatqa_score
+        ans, scale = pred
+        return tatqa_score(ans, scale, row["gold_answer"], row["scale"], row["answer_type"])[1]
+    if kind == "finqa":
+        from findap_jax.eval.official import finqa_match
+        return float(finqa_match(pred, row["exe_ans"]))
+    return 0.0
+
+
+def task_metrics(task, rows: Sequence[dict], preds: Sequence[dict], mode: str) -> dict:
+    p = [x["pred"] for x in preds]
+    kind, out = task.answer_type, {}
+    if kind in ("choice", "label"):
+        golds = [r["gold"] for r in rows]
+        out["accuracy"] = M.accuracy(p, golds)
+        if mode == "loglik":
+            out["accuracy_norm"] = M.accuracy([x["pred_norm"] for x in preds], golds)
+        if "macro_f1" in task.metrics:
+            out["macro_f1"] = M.macro_f1(p, golds, max(len(r["choices"]) for r in rows))
+        if "mcc" in task.metrics:
+            out["mcc"] = M.mcc(p, golds)
+    elif kind == "number":
+        out["numeric_match"] = M.numeric_match(p, [r["answer"] for r in rows], task.rel_tol)
+    elif kind == "entities":
+        out.update(M.entity_f1([set(map(tuple, x)) for x in p], [set(map(tuple, r["entities"])) for r in rows]))
+    elif kind == "tatqa":
+        from findap_jax.eval.official import tatqa_score
+        s = [tatqa_score(a, sc, r["gold_answer"], r["scale"], r["answer_type"]) for (a, sc), r in zip(p, rows)]
+        out["tatqa_em"], out["tatqa_f1"] = float(np.mean([x[0] for x in s])), float(np.mean([x[1] for x in s]))
+    elif kind == "finqa":
+        out["execution_accuracy"] = float(np.mean([example_score(task, r, x) for r, x in zip(rows, p)]))
+    else:
+        out.update(M.rouge(p, [r["answer"] for r in rows]))
+    if mode == "generate" and kind not in ("text", "entities", "tatqa"):
+        out["no_answer"] = float(np.mean([x is None for x in p]))
+    return out

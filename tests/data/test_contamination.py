@@ -1,0 +1,38 @@
+"""13-gram contamination guard between training tasks and eval tasks."""
+import json
+
+import pytest
+
+from findap_jax.data.contamination import check, eval_rows_for, overlap
+from findap_jax.data.registry import default_specs
+from findap_jax.data.tasks import TaskSpec
+from findap_jax.eval.tasks import get_task, load_rows
+
+ALL_EVAL = "fpb,tweets_sentiment,finner,mmlu_finance,tatqa,cfa_mini,finqa_mini,finqa"
+
+
+def test_bundled_training_data_does_not_overlap_eval_tasks():
+    report = overlap(default_specs(), eval_rows_for(ALL_EVAL))
+    hits = {(t, e): r for t, per in report.items() for e, r in per.items() if r["rows"]}
+    assert hits == {}
+    assert report["finance_it"]["fpb"]["of"] == 985   # 11 sentences have under 6 words
+
+
+def test_a_leaked_sentence_and_a_leaked_tweet_are_found(tmp_path):
+    fpb = load_rows(get_task("fpb"))[10]
+    tweet = next(r for r in load_rows(get_task("tweets_sentiment")) if 6 <= len(r["text"].split()) < 13)
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text("\n".join(json.dumps(r) for r in [
+        {"messages": [{"role": "user", "content": "Classify: " + fpb["text"]},
+                      {"role": "assistant", "content": "positive"}]},
+        {"text": "Market wrap. " + tweet["text"] + " More news follows."}][:1]) + "\n")
+    cpt = tmp_path / "cpt.jsonl"
+    cpt.write_text(json.dumps({"text": "Market wrap. " + tweet["text"] + " More news follows."}) + "\n")
+    train = {"leaky_it": TaskSpec("chat", {"train": str(leak)}), "leaky_cpt": TaskSpec("cpt", {"train": str(cpt)})}
+    report = overlap(train, eval_rows_for("fpb,tweets_sentiment"))
+    assert report["leaky_it"]["fpb"]["rows"] >= 1 and fpb["id"] in report["leaky_it"]["fpb"]["ids"]
+    assert report["leaky_cpt"]["tweets_sentiment"]["rows"] >= 1
+    assert report["leaky_cpt"]["fpb"]["rows"] == 0
+    with pytest.raises(ValueError, match=r"contamination: training task leaky_it shares \d+ of 985 rows of eval task fpb"):
+        check(report, max_share=0.0)
+    check(report, max_share=0.01)   # under a deliberate threshold
