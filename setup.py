@@ -11,7 +11,8 @@ setup(
     packages=find_packages(include=["findap_jax", "findap_jax.*"]),
     include_package_data=True,
     package_data={"findap_jax.data": ["bundled/*/*.jsonl", "bundled/*.md", "bundled/licenses/*"],
-                  "findap_jax.eval": ["bundled/*.jsonl", "bundled/*.md", "bundled/*/*"]},
+                  "findap_jax.eval": ["bundled/*.jsonl", "bundled/*.md", "bundled/*/*"],
+                  "findap_jax.distill": ["bundled/*.jsonl", "bundled/*.md"]},
     install_requires=[
         "jax>=0.10.2",
         "jaxlib>=0.10.2",

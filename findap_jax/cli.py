@@ -1,7 +1,7 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs available now: train, eval, compare, convert, generate, data. (distill and recipe
-arrive with their issues.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
+Verbs available now: train, eval, compare, distill, convert, generate, data. (recipe
+arrives with its issue.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
 
@@ -73,6 +73,16 @@ def _eval(args) -> int:
     return 0
 
 
+def _distill(args) -> int:
+    from findap_jax.config import load_config
+    from findap_jax.distill.pipeline import run_distill
+
+    if not args.config:
+        raise ValueError("--config=FILE.py[:arg] is required (e.g. configs/distill/cfa.py)")
+    run_distill(load_config(args.config, args.config_overrides))
+    return 0
+
+
 def _compare(args) -> int:
     from findap_jax.eval.report import compare_chart
     print(f"wrote {compare_chart(args.runs, args.out, args.label)}")
@@ -113,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="FinEval-style evaluation from a config (configs/eval/)")
     e.set_defaults(fn=_eval)
+
+    s = sub.add_parser("distill", help="GenRM preference distillation (FAP + SCP pairs) from a config")
+    s.set_defaults(fn=_distill)
 
     r = sub.add_parser("compare", help="bar chart (PNG) of several eval output dirs")
     r.add_argument("runs", nargs="+", help="eval output dirs (each with results.json)")

@@ -121,3 +121,26 @@ def eval_config() -> ml_collections.ConfigDict:
         mesh=dict(data=1, fsdp=-1, tensor=1),
     ))
     return cfg
+
+
+def distill_config() -> ml_collections.ConfigDict:
+    """`findap-jax distill`: GenRM preference distillation (FAP + SCP) on CFA-style exercises."""
+    return ml_collections.ConfigDict(dict(
+        policy="smollm2",         # the model that writes trajectories (any load_pretrained path)
+        judge="",                 # the generative reward model ("" = the policy itself)
+        dtype="float32",
+        chat_format=ml_collections.FieldReference(None, field_type=str),
+        exercises="",             # CFA-style records (glob); "" = the bundled exercises
+        output="",                # preference jsonl (required); .progress.jsonl and .stats.json beside it
+        limit=0,                  # first N exercises (0 = all)
+        k=4,                      # trajectories per exercise
+        temperature=0.7,
+        top_p=0.95,
+        seed=0,
+        max_new_tokens=384,       # per trajectory
+        judge_max_new_tokens=256,
+        retries=2,                # extra judge attempts for an unparseable reply
+        verdict="judge",          # judge | rule (reference letter) | both (must agree)
+        max_fap_pairs=4,          # per exercise
+        batch_size=16,            # judge prompts per generation batch
+    ))

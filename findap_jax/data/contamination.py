@@ -56,31 +56,36 @@ def eval_contents(rows: Iterable[Mapping]) -> list[tuple[str, str]]:
 
 def overlap(train: Mapping[str, TaskSpec], evals: Mapping[str, list[tuple[str, str]]], n: int = 13,
             min_words: int = 6, split: str = "train") -> dict[str, dict[str, dict]]:
-    """{train task: {eval task: {"rows": contaminated rows, "of": rows checked, "ids": first ids}}}."""
-    lengths = {n} | {len(words(c)) for rows in evals.values() for _, c in rows
-                     if min_words <= len(words(c)) < n}
+    """{train task: {eval task: {"rows": contaminated rows, "of": rows checked, "ids": first ids}}}.
+    Memory holds the evaluation side only; training records are streamed past it."""
+    index: dict[int, dict[int, set]] = {}        # gram length -> gram -> {(eval task, row id)}
+    checked: dict[str, int] = {}
+    for ename, rows in evals.items():
+        checked[ename] = 0
+        for rid, content in rows:
+            ws = words(content)
+            if len(ws) < min_words:
+                continue
+            checked[ename] += 1
+            k = min(n, len(ws))
+            for g in grams(ws, k):
+                index.setdefault(k, {}).setdefault(g, set()).add((ename, rid))
     report: dict[str, dict[str, dict]] = {}
     for tname, spec in train.items():
         if split not in spec.files:
             continue
-        seen = {k: set() for k in lengths}
+        hits: dict[str, list] = {e: [] for e in evals}
+        found: set = set()
         for _, rec in read_records(spec.files[split], spec.kind, on_error="skip", split=split):
             for text in record_texts(spec.kind, rec):
                 ws = words(text)
-                for k in lengths:
-                    seen[k] |= grams(ws, k)
-        report[tname] = {}
-        for ename, rows in evals.items():
-            hit, checked = [], 0
-            for rid, content in rows:
-                ws = words(content)
-                if len(ws) < min_words:
-                    continue
-                checked += 1
-                k = min(n, len(ws))
-                if grams(ws, k) & seen[k]:
-                    hit.append(rid)
-            report[tname][ename] = {"rows": len(hit), "of": checked, "ids": hit[:5]}
+                for k, table in index.items():
+                    for g in grams(ws, k):
+                        for key in table.get(g, ()):
+                            if key not in found:
+                                found.add(key)
+                                hits[key[0]].append(key[1])
+        report[tname] = {e: {"rows": len(hits[e]), "of": checked[e], "ids": hits[e][:5]} for e in evals}
     return report
 
 

@@ -5,7 +5,7 @@ Schemas:
   cpt         {"text": str}
   chat        {"messages": [{"role", "content"}, ...]} or {"prompt": str, "response": str}
   preference  {"prompt": str | "messages": [...], "chosen": str, "rejected": str}
-  cfa         {"question", "answer_choices", "answer", optional "scenario", "exhibit", "id"}
+  cfa         {"question", "answer_choices", "answer", optional "scenario", "exhibit", "id", "reference"}
 """
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def validate(kind: str, rec) -> dict:
             raise RecordError("field 'answer_choices': expected a non-empty list or object")
         out = {"question": str_field(rec, "question"), "answer": str_field(rec, "answer"),
                "answer_choices": choices}
-        for opt in ("scenario", "exhibit", "id"):
+        for opt in ("scenario", "exhibit", "id", "reference"):
             if rec.get(opt) is not None:
                 out[opt] = str(rec[opt])
         return out

@@ -148,8 +148,10 @@ def read_finqa(path: str) -> Iterator[tuple[str, dict]]:
             qa = rec["qa"]
             context = "\n".join([" ".join(rec["pre_text"]), table_text(rec["table"]), " ".join(rec["post_text"])])
             question, gold = qa["question"], qa["exe_ans"]
-        except (KeyError, TypeError) as e:
+        except KeyError as e:
             raise RecordError(f"{where}: field {e}: missing") from None
+        except TypeError as e:
+            raise RecordError(f"{where}: malformed FinQA record ({e})") from None
         yield where, {"id": str(rec.get("id", i)), "text": context, "question": question,
                       "query": TABLE_QA_PROMPT.format(text=context, question=question),
                       "answer": str(gold), "exe_ans": gold, "program": qa.get("program", "")}
@@ -165,8 +167,10 @@ def read_tatqa(path: str) -> Iterator[tuple[str, dict]]:
             paras = "\n".join(p["text"] for p in sorted(rep["paragraphs"], key=lambda p: p.get("order", 0)))
             context = table_text(rep["table"]["table"]) + "\n\n" + paras
             questions = rep["questions"]
-        except (KeyError, TypeError) as e:
+        except KeyError as e:
             raise RecordError(f"{path}[{i}]: field {e}: missing") from None
+        except (TypeError, AttributeError) as e:
+            raise RecordError(f"{path}[{i}]: malformed TAT-QA report ({e})") from None
         for j, q in enumerate(questions):
             where = f"{path}[{i}].questions[{j}]"
             try:
@@ -174,8 +178,10 @@ def read_tatqa(path: str) -> Iterator[tuple[str, dict]]:
                        "query": TABLE_QA_PROMPT.format(text=context, question=q["question"]),
                        "gold_answer": q["answer"], "answer": json.dumps(q["answer"]),
                        "answer_type": q["answer_type"], "scale": q.get("scale", "")}
-            except (KeyError, TypeError) as e:
+            except KeyError as e:
                 raise RecordError(f"{where}: field {e}: missing") from None
+            except (TypeError, AttributeError) as e:
+                raise RecordError(f"{where}: malformed TAT-QA question ({e})") from None
             yield where, row
 
 

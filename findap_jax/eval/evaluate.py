@@ -94,7 +94,7 @@ def run_eval(cfg, log=print) -> dict:
 
     if not cfg.output_dir:
         raise ValueError("output_dir: required (where results.json and predictions/ go)")
-    compare = [d for d in cfg.compare.split(",") if d.strip()] if cfg.compare else []
+    compare = [d.strip() for d in cfg.compare.split(",") if d.strip()] if cfg.compare else []
     for d in compare:   # fail before the long part
         if not (Path(d) / "results.json").is_file():
             raise FileNotFoundError(f"compare: {d}/results.json not found")

@@ -1,6 +1,6 @@
 """Answer extraction from free-form generations. Every extractor returns None when it
-cannot find exactly one answer; the scorer counts None as wrong. None of them raise on
-any string."""
+finds no usable answer (the scorer counts None as wrong); where a chain of thought states
+several, the final one wins. None of them raise on any string."""
 from __future__ import annotations
 
 import re
@@ -8,12 +8,14 @@ import re
 LETTERS = "ABCDEFGHIJ"
 
 # Strongest signal first; within a pattern the last match wins (chain-of-thought models
-# restate options before concluding).
+# restate options before concluding). Cue words match any case; a letter must be upper
+# case unless bracketed ("answer is a bit unclear" is not option A, "answer is (b)" is B).
+_LETTER = r"(?:\(([A-Ja-j])\)|([A-J])(?![\w']))"
 _CHOICE_PATTERNS = (
-    r"\[\[\s*([A-J])\s*\]\]",
-    r"selection\s*[:：]\s*\**\s*\(?([A-J])\b",
-    r"(?:final\s+)?answer\s*(?:is|:|：)\s*(?:option\s*)?\**\s*\(?([A-J])\b(?![\w'])",
-    r"(?:option|choice)\s+\(?([A-J])\)?\s+is\s+(?:the\s+)?correct",
+    r"\[\[\s*([A-Ja-j])\s*\]\]",
+    r"(?i:selection)\s*[:：]\s*\**\s*" + _LETTER,
+    r"(?i:(?:final\s+)?answer\s*(?:is|:|：))\s*(?i:option\s*)?\**\s*" + _LETTER,
+    r"(?i:option|choice)\s+" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?correct)",
 )
 
 
@@ -24,7 +26,7 @@ def extract_choice(text: str, n_choices: int) -> int | None:
         return None
     valid = LETTERS[:n_choices]
     for pat in _CHOICE_PATTERNS:
-        hits = [m.group(1).upper() for m in re.finditer(pat, text, flags=re.IGNORECASE)]
+        hits = [next(g for g in m.groups() if g).upper() for m in re.finditer(pat, text)]
         hits = [h for h in hits if h in valid]
         if hits:
             return valid.index(hits[-1])
@@ -73,6 +75,13 @@ def parse_number(token: str) -> float | None:
 def extract_number(text: str) -> float | None:
     """The answer number: the first number after the last `Answer:`/`answer is`, else the
     last number in the text. Percent signs are dropped (answers are in the unit asked for)."""
+    tok = extract_number_text(text)
+    return None if tok is None else parse_number(tok)
+
+
+def extract_number_text(text: str) -> str | None:
+    """The answer number as written (`extract_number` before parsing): scorers that round to
+    the answer's own precision need "56", not 56.0."""
     if not isinstance(text, str):
         return None
     text = text.replace("\u2212", "-")
@@ -85,4 +94,4 @@ def extract_number(text: str) -> float | None:
     tok = numbers[0] if after_cue else numbers[-1]
     if tok.startswith("(") != tok.endswith(")"):   # a bracket of the prose, not accounting style
         tok = tok.strip("()")
-    return parse_number(tok)
+    return tok if parse_number(tok) is not None else None

@@ -46,6 +46,8 @@ def compare_chart(run_dirs: Sequence[str | Path], out_png: str | Path, labels: S
     import matplotlib.pyplot as plt
 
     runs = [read_results(d) for d in run_dirs]
+    if labels and len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs: give one --label per run")
     labels = list(labels or [Path(d).name or str(d) for d in run_dirs])
     tasks = sorted({t for r in runs for t in r})
     width = 0.8 / max(len(runs), 1)

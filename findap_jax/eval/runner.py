@@ -32,8 +32,8 @@ def _loglik(model, tokenizer, task, rows, prompts, chat, opts):
     for row, text in zip(rows, prompts):
         starts.append(len(reqs))
         for c, choice in enumerate(row["choices"]):
-            try:
-                reqs.append(encode_pair(tokenizer, text, choice, add_bos=add_bos))
+            try:   # lm-eval's target delimiter: a space after a bare prompt, none after a chat header
+                reqs.append(encode_pair(tokenizer, text, choice if chat else " " + choice, add_bos=add_bos))
             except ValueError as e:
                 raise ValueError(f"{row['_where']}: field 'choices'[{c}]: {e}") from None
     scored, stats = score(model, reqs, row_len=opts.get("row_len", 256),
@@ -51,18 +51,12 @@ def _loglik(model, tokenizer, task, rows, prompts, chat, opts):
 
 
 def _generate(model, tokenizer, task, rows, mode, chat, opts):
-    from findap_jax.generation.sampler import encode_prompts, generate_from_ids
+    from findap_jax.generation.sampler import encode_prompts, fit_prompts, generate_from_ids
     system = opts.get("system")
     prompts = ([messages(task, mode, row, system) for row in rows] if chat
                else [task.prompt(mode, row) for row in rows])
     new_tokens = opts.get("max_new_tokens") or task.max_new_tokens
-    room = model.cfg.max_position_embeddings - new_tokens
-    if room < 1:
-        raise ValueError(f"task {task.name}: max_new_tokens {new_tokens} leaves no room for a prompt "
-                         f"(max_position_embeddings {model.cfg.max_position_embeddings})")
-    encoded = encode_prompts(tokenizer, prompts, chat, None)
-    truncated = sum(len(e) > room for e in encoded)
-    encoded = [e[-room:] for e in encoded]       # keep the end: the question and the answer cue
+    encoded, truncated = fit_prompts(model, encode_prompts(tokenizer, prompts, chat, None), new_tokens)
     outs = generate_from_ids(model, tokenizer, encoded, max_new_tokens=new_tokens, stop=list(task.stop),
                              batch_size=opts.get("batch_size", 16))
     preds = [{"pred": extract(task, row, text), "prediction": text} for row, text in zip(rows, outs)]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from findap_jax.eval import metrics as M
-from findap_jax.eval.extract import extract_choice, extract_label, extract_number
+from findap_jax.eval.extract import extract_choice, extract_label, extract_number, extract_number_text
 
 # answer type -> primary metric (the one reports and charts show)
 PRIMARY = {"choice": "accuracy", "label": "accuracy", "number": "numeric_match", "text": "rougeL",
@@ -48,7 +48,7 @@ def extract(task, row: dict, text: str):
         yn = re.findall(r"\b(yes|no)\b", parts[-1])
         if yn and (len(parts) > 1 or extract_number(text) is None) and not re.search(r"\d", parts[-1]):
             return yn[-1]
-        return extract_number(text)
+        return extract_number_text(text)   # as written: the official rule rounds to its precision
     return (text or "").strip()
 
 

@@ -75,7 +75,7 @@ class EvalTask:
                               f"{mode} prompt of task {self.name} uses it)") from None
 
 
-def validate_row(rec, needs_choices: bool) -> dict:
+def validate_row(rec, needs_choices: bool, numeric: bool = False) -> dict:
     """Normalise one FLARE row; raises RecordError('field ...') for what a scorer would trip on."""
     if not isinstance(rec, dict):
         raise RecordError(f"expected a JSON object, got {type(rec).__name__}")
@@ -105,6 +105,11 @@ def validate_row(rec, needs_choices: bool) -> dict:
         if rec.get("answer") is None or not str(rec["answer"]).strip():
             raise RecordError("field 'answer': missing or empty")
         out["answer"] = str(rec["answer"])
+        if numeric:
+            try:
+                float(out["answer"].replace(",", "").rstrip("%"))
+            except ValueError:
+                raise RecordError(f"field 'answer': {out['answer']!r} is not a number") from None
     out.setdefault("text", "")
     return out
 
@@ -131,7 +136,7 @@ def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0) ->
     for path in resolve_files(task, data_dir, files):
         for where, rec in _read(task.reader, path):
             try:
-                row = validate_row(rec, task.needs_choices)
+                row = validate_row(rec, task.needs_choices, task.answer_type == "number")
             except RecordError as e:
                 raise RecordError(f"{where}: {e}") from None
             if row["id"] in seen:

@@ -70,6 +70,16 @@ def encode_prompts(tokenizer, prompts, chat: bool, system: str | None) -> list[l
     return out
 
 
+def fit_prompts(model, encoded: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[list[list[int]], int]:
+    """Left-truncate prompts so prompt + new tokens fit the model's context (the end of a
+    prompt holds the question and the answer cue); returns them and how many were cut."""
+    room = model.cfg.max_position_embeddings - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt "
+                         f"(max_position_embeddings {model.cfg.max_position_embeddings})")
+    return [list(e[-room:]) for e in encoded], sum(len(e) > room for e in encoded)
+
+
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequence[int], pad_id: int,
                  max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  seed: int = 0, should_stop=None) -> list[list[int]]:

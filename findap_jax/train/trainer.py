@@ -81,6 +81,11 @@ class Trainer:
             raise ValueError(f"{m.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "
                              f"model's vocab_size is {self.model.cfg.vocab_size}")
         register(cfg.data, self.tokenizer)
+        if cfg.eval.every:   # a bad task name or file fails now, not hours into the run
+            from findap_jax.eval.evaluate import parse_tasks
+            from findap_jax.eval.tasks import resolve_files
+            for _, task, _ in parse_tasks(cfg.eval.tasks):
+                resolve_files(task, cfg.eval.data_dir, dict(cfg.eval.files).get(task.name))
         contamination = mixture_report(cfg.data)
         if contamination is not None:
             check(contamination, cfg.data.contamination.max_share)
@@ -216,14 +221,14 @@ class Trainer:
                 step += 1
                 metrics.update(step=step, step_time=dt, tokens_per_s=tokens / dt,
                                mfu=tokens * self.flops_per_token / dt / peak)
+                if self.cfg.eval.every and step % self.cfg.eval.every == 0:
+                    metrics.update(self.eval_tasks(step, writer))
                 history.append(metrics)
                 self._append_metrics(metrics)
                 if step % run.log_every == 0 or step == tc.steps:
                     self._log(metrics, writer)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     self.ckpt.save(step, self.state, self.data.state())
-                if self.cfg.eval.every and step % self.cfg.eval.every == 0:
-                    metrics.update(self.eval_tasks(step, writer))
                 if run.eval_every and step % run.eval_every == 0:
                     dev = self.eval_loss()
                     if dev is not None:

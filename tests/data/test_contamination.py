@@ -22,10 +22,8 @@ def test_a_leaked_sentence_and_a_leaked_tweet_are_found(tmp_path):
     fpb = load_rows(get_task("fpb"))[10]
     tweet = next(r for r in load_rows(get_task("tweets_sentiment")) if 6 <= len(r["text"].split()) < 13)
     leak = tmp_path / "leak.jsonl"
-    leak.write_text("\n".join(json.dumps(r) for r in [
-        {"messages": [{"role": "user", "content": "Classify: " + fpb["text"]},
-                      {"role": "assistant", "content": "positive"}]},
-        {"text": "Market wrap. " + tweet["text"] + " More news follows."}][:1]) + "\n")
+    leak.write_text(json.dumps({"messages": [{"role": "user", "content": "Classify: " + fpb["text"]},
+                                             {"role": "assistant", "content": "positive"}]}) + "\n")
     cpt = tmp_path / "cpt.jsonl"
     cpt.write_text(json.dumps({"text": "Market wrap. " + tweet["text"] + " More news follows."}) + "\n")
     train = {"leaky_it": TaskSpec("chat", {"train": str(leak)}), "leaky_cpt": TaskSpec("cpt", {"train": str(cpt)})}

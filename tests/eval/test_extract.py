@@ -24,6 +24,8 @@ LABELS = ["negative", "neutral", "positive"]
     ("Selection: [[D]]", None),                                      # not an option here
     ("", None),
     ("Answer: D", None),
+    ("The answer is a bit unclear.", None),                         # the article, not option A
+    ("Selection: [[b]]", 1),
 ])
 def test_extract_choice(text, want):
     assert extract_choice(text, 3) == want

@@ -39,6 +39,8 @@ def test_finqa_percent_aware_and_yes_no():
     assert example_score(task, row, extract(task, row, "25048 / 44572 = 0.562, so Answer: 56.2%")) == 1.0
     assert example_score(task, row, extract(task, row, "Answer: 0.56197")) == 1.0
     assert example_score(task, row, extract(task, row, "Answer: 45%")) == 0.0
+    assert example_score(task, row, extract(task, row, "The ratio is 56%.\nAnswer: 56%")) == 1.0
+    assert example_score(task, {"exe_ans": 12.34}, extract(task, row, "Answer: 12")) == 1.0
     yn = {"exe_ans": "no"}
     assert example_score(task, yn, extract(task, yn, "288 is less than 468. Answer: no")) == 1.0
     assert example_score(task, yn, extract(task, yn, "unclear")) == 0.0

@@ -66,6 +66,9 @@ def test_duplicate_ids_and_missing_answer(tmp_path):
     p = _write(tmp_path, [{"id": 1, "query": "q"}], "num.jsonl")
     with pytest.raises(RecordError, match=r"num.jsonl:1: field 'answer'"):
         load_rows(get_task("finqa_mini"), files=str(p))
+    p = _write(tmp_path, [{"id": 1, "query": "q", "answer": "3"}, {"id": 2, "query": "q", "answer": "n/a"}], "na.jsonl")
+    with pytest.raises(RecordError, match=r"na.jsonl:2: field 'answer': 'n/a' is not a number"):
+        load_rows(get_task("finqa_mini"), files=str(p))
 
 
 def test_data_dir_and_unknown_task(tmp_path):

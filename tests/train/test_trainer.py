@@ -138,3 +138,16 @@ def test_resume_on_a_different_mesh(tiny_model, tmp_path):
     assert [h["step"] for h in resumed] == [3, 4]
     for a, b in zip(full[2:], resumed):
         assert abs(a["loss"] - b["loss"]) <= 1e-5
+
+
+def test_contaminated_mixture_refuses_to_start(tiny_model, tmp_path):
+    from findap_jax.eval.tasks import get_task, load_rows
+    leak = tmp_path / "leak.jsonl"
+    sentence = load_rows(get_task("fpb"))[3]["text"]
+    leak.write_text(json.dumps({"prompt": f"Sentiment? {sentence}", "response": "positive"}) + "\n")
+    cfg = _cfg("configs/sft.py", tiny_model, **{"data.tasks": f"{{'finance_it': {{'train': '{leak}'}}}}"})
+    with pytest.raises(ValueError, match="contamination: training task finance_it shares 1 of 985 rows of eval task fpb"):
+        Trainer(cfg, tmp_path / "w")
+    cfg = _cfg("configs/sft.py", tiny_model, **{"eval.every": "5", "eval.tasks": "fpb,nope"})
+    with pytest.raises(KeyError, match="unknown eval task 'nope'"):
+        Trainer(cfg, tmp_path / "w2")

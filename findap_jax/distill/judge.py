@@ -1,0 +1,96 @@
+"""Reading a generative reward model's replies: JSON that may be fenced, followed by
+text, or written with single quotes. Unparseable replies are retried, then counted."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable, Sequence
+
+FAP_KEYS = ("Justification", "Correctness")
+SCP_KEYS = ("Justification", "First incorrect step", "Reasoning up to incorrect", "Step correction")
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Top-level {...} spans, skipping braces inside quoted strings."""
+    out, depth, start, quote, esc = [], 0, None, None, False
+    for i, ch in enumerate(text):
+        if quote:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in "\"'" and depth:
+            quote = ch
+        elif ch == "{":
+            start = i if depth == 0 else start
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append(text[start:i + 1])
+    return out
+
+
+def parse_json(text: str) -> dict | None:
+    """The first JSON object in a reply (fenced or bare, double or single quotes), or None."""
+    if not isinstance(text, str):
+        return None
+    fenced = re.findall(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
+    for cand in fenced + _balanced_objects(text):
+        cand = cand.strip()
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                obj = loader(cand)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
+    """The reply's object if it has every key with a string value ("Correctness" must be
+    correct/wrong); keys are matched case-insensitively."""
+    obj = parse_json(text)
+    if obj is None:
+        return None
+    lower = {str(k).strip().lower(): v for k, v in obj.items()}
+    out = {}
+    for k in keys:
+        v = lower.get(k.lower())
+        if not isinstance(v, str):
+            return None
+        out[k] = v
+    if "Correctness" in out:
+        c = out["Correctness"].strip().lower()
+        if c not in ("correct", "wrong", "incorrect"):
+            return None
+        out["Correctness"] = "correct" if c == "correct" else "wrong"
+    return out
+
+
+def ask(judge: Callable[[list[str], int], list[str]], prompts: Sequence[str], keys: Sequence[str],
+        retries: int) -> tuple[list[dict | None], int]:
+    """Ask the judge every prompt; unparseable replies are asked again (attempt number passed
+    to the judge so a sampler can vary its seed) up to `retries` times. Returns the parsed
+    replies (None when every attempt failed) and the number of unparseable replies."""
+    results: list[dict | None] = [None] * len(prompts)
+    pending, failures = list(range(len(prompts))), 0
+    for attempt in range(retries + 1):
+        if not pending:
+            break
+        replies = judge([prompts[i] for i in pending], attempt)
+        still = []
+        for i, reply in zip(pending, replies):
+            parsed = parse_reply(reply, keys)
+            if parsed is None:
+                failures += 1
+                still.append(i)
+            else:
+                results[i] = parsed
+        pending = still
+    return results, failures
