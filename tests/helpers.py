@@ -34,6 +34,13 @@ def save_random_hf_llama(path, variant: str = "gqa_untied", seed: int = 0, vocab
     return model
 
 
+def save_tiny_chat_model(path):
+    """The tests' standard tiny chat model: random GQA Llama (vocab 300) + ChatML tokenizer."""
+    save_random_hf_llama(path, "gqa_untied", vocab=300)
+    save_tiny_tokenizer(path, "chatml")
+    return path
+
+
 def torch_logits(model, ids: np.ndarray) -> np.ndarray:
     import torch
     with torch.no_grad():

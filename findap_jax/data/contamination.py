@@ -24,14 +24,23 @@ def grams(ws: Sequence[str], n: int) -> set[int]:
     return {hash(tuple(ws[i:i + n])) for i in range(len(ws) - n + 1)}
 
 
+def content_grams(content: str, n: int = 13, min_words: int = 6) -> tuple[int, set[int]] | None:
+    """(gram length, hashes) of one evaluation content: n-grams, the whole content when it
+    is shorter than n words, nothing (None) under min_words."""
+    ws = words(content)
+    if len(ws) < min_words:
+        return None
+    k = min(n, len(ws))
+    return k, grams(ws, k)
+
+
 def eval_gram_sets(contents: Iterable[str], n: int = 13, min_words: int = 6) -> dict[int, set[int]]:
-    """{gram length: hashes} of evaluation contents (shorter contents as a whole)."""
+    """{gram length: hashes} of evaluation contents."""
     out: dict[int, set[int]] = {}
     for c in contents:
-        ws = words(c)
-        if len(ws) >= min_words:
-            k = min(n, len(ws))
-            out.setdefault(k, set()).update(grams(ws, k))
+        kg = content_grams(c, n, min_words)
+        if kg is not None:
+            out.setdefault(kg[0], set()).update(kg[1])
     return out
 
 
@@ -63,13 +72,12 @@ def overlap(train: Mapping[str, TaskSpec], evals: Mapping[str, list[tuple[str, s
     for ename, rows in evals.items():
         checked[ename] = 0
         for rid, content in rows:
-            ws = words(content)
-            if len(ws) < min_words:
+            kg = content_grams(content, n, min_words)
+            if kg is None:
                 continue
             checked[ename] += 1
-            k = min(n, len(ws))
-            for g in grams(ws, k):
-                index.setdefault(k, {}).setdefault(g, set()).add((ename, rid))
+            for g in kg[1]:
+                index.setdefault(kg[0], {}).setdefault(g, set()).add((ename, rid))
     report: dict[str, dict[str, dict]] = {}
     for tname, spec in train.items():
         if split not in spec.files:
@@ -91,7 +99,8 @@ def overlap(train: Mapping[str, TaskSpec], evals: Mapping[str, list[tuple[str, s
 
 def eval_rows_for(tasks: str | Sequence[str], data_dir: str = "") -> dict[str, list[tuple[str, str]]]:
     from findap_jax.eval.tasks import get_task, load_rows
-    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    from findap_jax.config import comma_list
+    names = comma_list(tasks)
     return {name: eval_contents(load_rows(get_task(name), data_dir)) for name in names}
 
 

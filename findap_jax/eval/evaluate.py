@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from findap_jax.eval.report import capability_table, compare_chart
+from findap_jax.config import comma_list
+from findap_jax.eval.report import capability_table, compare_chart, read_results
 from findap_jax.eval.runner import run_task
 from findap_jax.eval.tasks import get_task, load_rows
 
@@ -18,7 +19,7 @@ from findap_jax.eval.tasks import get_task, load_rows
 def parse_tasks(spec) -> list[tuple[str, object, str]]:
     """'fpb,cfa_mini:loglik' -> [(result key, task, mode)]; the key carries the mode only
     when it is not the task's default."""
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    names = comma_list(spec)
     if not names:
         raise ValueError("tasks: no task given")
     out = []
@@ -44,7 +45,7 @@ def resolve_eval_model(path: str) -> str:
 def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, dict]:
     """Run cfg.tasks on an in-memory model (also used inside training).
     Returns ({key: metrics}, {key: prediction records})."""
-    files = dict(cfg.files) if "files" in cfg else {}
+    files = dict(cfg.files)
     tasks = parse_tasks(cfg.tasks)
     for name in files:
         if name not in {t.name for _, t, _ in tasks}:
@@ -75,7 +76,6 @@ def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict
     out = Path(out_dir)
     merged = {}
     if (out / "results.json").is_file():
-        from findap_jax.eval.report import read_results
         merged = read_results(out)
     for key, recs in predictions.items():
         name = key.replace(":", "@")
@@ -94,7 +94,7 @@ def run_eval(cfg, log=print) -> dict:
 
     if not cfg.output_dir:
         raise ValueError("output_dir: required (where results.json and predictions/ go)")
-    compare = [d.strip() for d in cfg.compare.split(",") if d.strip()] if cfg.compare else []
+    compare = comma_list(cfg.compare)
     for d in compare:   # fail before the long part
         if not (Path(d) / "results.json").is_file():
             raise FileNotFoundError(f"compare: {d}/results.json not found")

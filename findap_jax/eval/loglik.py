@@ -20,6 +20,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from findap_jax.generation.sampler import bucket
+
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
@@ -42,10 +44,6 @@ def encode_pair(tokenizer, context: str, continuation: str, add_bos: bool = Fals
         raise ValueError(f"empty {'context' if not ctx else 'continuation'} after tokenisation: "
                          f"{(context + continuation)[-80:]!r}")
     return ctx, cont
-
-
-def _bucket(n: int, step: int) -> int:
-    return max(step, -(-n // step) * step)
 
 
 @dataclasses.dataclass
@@ -136,7 +134,7 @@ def score(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *, row
     if mesh is not None:
         dp = mesh.shape["data"] * mesh.shape["fsdp"]
         in_sh, out_sh = NamedSharding(mesh, P(("data", "fsdp"))), NamedSharding(mesh, P())
-    rows_per_batch = _bucket(rows_per_batch, dp)
+    rows_per_batch = bucket(rows_per_batch, dp)
     graphdef, state = nnx.split(model)
     fn = _compiled(graphdef, out_sh)
     lp_sum = np.zeros(len(requests), np.float64)
@@ -145,8 +143,8 @@ def score(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *, row
     for start in range(0, len(pl.rows), rows_per_batch):
         rows = pl.rows[start:start + rows_per_batch]
         qs = pl.queries[start:start + rows_per_batch]
-        nq = _bucket(max(len(q) for q in qs), 8)
-        seq_len = _bucket(max(off + len(s) for row in rows for s, off in row), 64)
+        nq = bucket(max(len(q) for q in qs), 8)
+        seq_len = bucket(max(off + len(s) for row in rows for s, off in row), 64)
         ids = np.zeros((rows_per_batch, seq_len), np.int32)
         pos = np.zeros_like(ids)
         segs = np.zeros_like(ids)

@@ -18,7 +18,8 @@ from flax import nnx
 from findap_jax.model import KVCache
 
 
-def _bucket(n: int, step: int = 32) -> int:
+def bucket(n: int, step: int = 32) -> int:
+    """n rounded up to a multiple of step (at least step): few distinct jitted shapes."""
     return max(step, -(-n // step) * step)
 
 
@@ -92,8 +93,8 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     if longest + max_new_tokens > model.cfg.max_position_embeddings:   # positions count real tokens
         raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"max_position_embeddings {model.cfg.max_position_embeddings}")
-    plen = _bucket(longest)
-    cache_len = _bucket(plen + max_new_tokens)
+    plen = bucket(longest)
+    cache_len = bucket(plen + max_new_tokens)
     ids = np.full((b, plen), pad_id, np.int32)
     segs = np.zeros((b, plen), np.int32)
     for i, p in enumerate(prompt_ids):

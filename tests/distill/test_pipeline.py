@@ -9,7 +9,6 @@ from findap_jax.config import load_config
 from findap_jax.defaults import distill_config
 from findap_jax.distill.pipeline import distill
 from findap_jax.distill.prompts import policy_prompt
-from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "Step 1: Discount each cash flow.\nStep 2: Sum them to 95.2.\nSelection: [[{a}]]"
@@ -107,14 +106,12 @@ def test_bad_exercise_file_names_file_and_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_tiny_models_run_and_their_pairs_train_an_rpo_step(tmp_path):
+def test_real_tiny_models_run_and_their_pairs_train_an_rpo_step(tmp_path, tiny_chat_model):
     from findap_jax import load_pretrained
     from findap_jax.distill.pipeline import model_judge, model_sampler
     from findap_jax.train.trainer import Trainer
 
-    model_dir = tmp_path / "tiny"
-    save_random_hf_llama(model_dir, "gqa_untied", vocab=300)
-    save_tiny_tokenizer(model_dir, "chatml")
+    model_dir = tiny_chat_model
     model, tok = load_pretrained(model_dir)
     cfg = _cfg(tmp_path, k=2, max_new_tokens=12, judge_max_new_tokens=12, limit=2, temperature=1.0)
     # the real tiny model as policy and judge: it writes noise, so every reply is counted

@@ -5,17 +5,13 @@ import pytest
 
 from findap_jax.cli import main
 from findap_jax.eval.evaluate import parse_tasks
-from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
 
 CONFIG = "configs/eval/fineval.py"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    save_random_hf_llama(d, "gqa_untied", vocab=300)
-    save_tiny_tokenizer(d, "chatml")
-    return d
+def model_dir(tiny_chat_model):
+    return tiny_chat_model
 
 
 def _eval(model_dir, out, *extra):

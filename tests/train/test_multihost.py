@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from findap_jax import load_pretrained
-from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
+from tests.helpers import save_tiny_chat_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,8 +25,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     model = tmp_path / "model"
-    save_random_hf_llama(model, "gqa_untied", vocab=300)
-    save_tiny_tokenizer(model, "chatml")
+    save_tiny_chat_model(model)
     # Unshuffled, unpacked DPO pairs: host i reads pairs i, i+2, ..., so the global batch of
     # the two hosts holds the same pairs as the single process's batch.
     common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/dpo.py'}",

@@ -11,17 +11,13 @@ import pytest
 
 from findap_jax.config import load_config
 from findap_jax.train.trainer import Trainer, check_workdir
-from tests.helpers import save_random_hf_llama, save_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_model")
-    save_random_hf_llama(d, "gqa_untied", vocab=300)
-    save_tiny_tokenizer(d, "chatml")
-    return d
+def tiny_model(tiny_chat_model):
+    return tiny_chat_model
 
 
 def _cfg(config, model, **over):
