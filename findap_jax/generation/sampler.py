@@ -2,12 +2,15 @@
 
 Prompts are left-padded so every row writes the cache at the same slot; padding is
 masked out of attention and positions count real tokens only, so a prompt's output does
-not depend on what it was batched with. Prefill and each decode step are jitted once per
-(batch, prompt bucket, cache length) shape.
+not depend on what it was batched with. Prefill and a chunk of decode steps (a device
+loop: no host round trip per token) are jitted once per (batch, prompt bucket, cache
+length) shape. On CPU the layers run unrolled over per-layer weight copies (see
+`Llama.unstack_layers`): decoding there is bound by reading the weights.
 """
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 
 import jax
@@ -41,21 +44,50 @@ def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+DECODE_CHUNK = 16  # decode steps per device loop between host checks for EOS / stop strings
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
-    def prefill(state, ids, positions, segs, cache, key):
+    def prefill(state, layers, ids, positions, segs, cache, key):
         model = nnx.merge(graphdef, state)
-        logits, cache = model(ids, positions=positions, segment_ids=segs, cache=cache)
-        return sample_logits(logits[:, -1], key, temperature, top_k, top_p), cache
+        h, cache = model.hidden_states(ids, positions, segs, cache, layers, prefill=True)
+        return sample_logits(model.head(h[:, -1]), key, temperature, top_k, top_p), cache
 
-    def step(state, tok, positions, cache, key):
+    def decode(state, layers, tok, positions, cache, key, start, n):
+        """n decode steps from token `tok` at `positions`; returns [B, n] tokens."""
         model = nnx.merge(graphdef, state)
-        segs = jnp.ones_like(tok)
-        logits, cache = model(tok[:, None], positions=positions[:, None], segment_ids=segs[:, None],
-                              cache=cache)
-        return sample_logits(logits[:, -1], key, temperature, top_k, top_p), cache
 
-    return jax.jit(prefill, donate_argnums=(4,)), jax.jit(step, donate_argnums=(3,))
+        def one(carry, t):
+            tok, cache = carry
+            pos = (positions + t)[:, None]
+            h, cache = model.hidden_states(tok[:, None], pos, jnp.ones_like(pos), cache, layers)
+            nxt = sample_logits(model.head(h[:, -1]), jax.random.fold_in(key, start + t + 1),
+                                temperature, top_k, top_p)
+            return (nxt, cache), nxt
+
+        (_, cache), toks = jax.lax.scan(one, (tok, cache), jnp.arange(n, dtype=jnp.int32))
+        return toks.T, cache
+
+    return (jax.jit(prefill, donate_argnums=(5,)),
+            jax.jit(decode, donate_argnums=(4,), static_argnums=(7,)))
+
+
+_UNSTACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def unrolled_layers(model):
+    """Per-layer weights for decoding where that is faster (CPU), else None (scan).
+    Kept per model while its stacked weights are the same arrays (a training step makes
+    new ones), so repeated generate calls do not copy the weights again."""
+    if jax.default_backend() != "cpu":
+        return None
+    leaves = jax.tree.leaves(nnx.state(model.layers))
+    hit = _UNSTACKED.get(model)
+    if hit is None or len(hit[0]) != len(leaves) or any(r() is not x for r, x in zip(hit[0], leaves)):
+        hit = ([weakref.ref(x) for x in leaves], model.unstack_layers())
+        _UNSTACKED[model] = hit
+    return hit[1]
 
 
 def encode_prompts(tokenizer, prompts, chat: bool, system: str | None) -> list[list[int]]:
@@ -83,9 +115,11 @@ def fit_prompts(model, encoded: Sequence[Sequence[int]], max_new_tokens: int) ->
 
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequence[int], pad_id: int,
                  max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int = 0, should_stop=None) -> list[list[int]]:
+                 seed: int = 0, should_stop=None, layers="auto") -> list[list[int]]:
     """Generate for one batch; returns new tokens per row, cut after the first EOS.
-    `should_stop(row, tokens)` lets the caller end a row early (stop strings)."""
+    `should_stop(row, tokens)` lets the caller end a row early (stop strings). `layers`:
+    per-layer weights from `unrolled_layers` (pass them to reuse across batches), None to
+    run the scanned stack, "auto" to pick by backend."""
     b = len(prompt_ids)
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("empty prompt: every prompt needs at least one token")
@@ -103,30 +137,44 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     positions = np.maximum(np.cumsum(segs, axis=1) - 1, 0).astype(np.int32)
     next_pos = segs.sum(axis=1).astype(np.int32)
 
+    if isinstance(layers, str):
+        layers = unrolled_layers(model)
     graphdef, state = nnx.split(model)
-    prefill, step = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
-    dtype = jnp.dtype(model.dtype)
-    cache = KVCache.init(model.cfg, b, cache_len, dtype)
+    prefill, decode = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
+    cache = KVCache.init(model.cfg, b, cache_len, jnp.dtype(model.dtype), per_layer=layers is not None)
     key = jax.random.PRNGKey(seed)
-    tok, cache = prefill(state, jnp.asarray(ids), jnp.asarray(positions), jnp.asarray(segs), cache,
-                         jax.random.fold_in(key, 0))
+    tok, cache = prefill(state, layers, jnp.asarray(ids), jnp.asarray(positions), jnp.asarray(segs),
+                         cache, jax.random.fold_in(key, 0))
     eos = set(int(e) for e in eos_ids)
     out: list[list[int]] = [[] for _ in range(b)]
     done = np.zeros(b, bool)
-    for t in range(max_new_tokens):
-        host = np.asarray(tok)
+
+    def take(host_tokens) -> bool:
         for i in range(b):
             if done[i]:
                 continue
-            if int(host[i]) in eos:
+            if int(host_tokens[i]) in eos:
                 done[i] = True
             else:
-                out[i].append(int(host[i]))
+                out[i].append(int(host_tokens[i]))
                 if should_stop is not None and should_stop(i, out[i]):
                     done[i] = True
-        if done.all() or t == max_new_tokens - 1:
-            break
-        tok, cache = step(state, tok, jnp.asarray(next_pos + t), cache, jax.random.fold_in(key, t + 1))
+        return bool(done.all())
+
+    produced = 1
+    finished = take(np.asarray(tok))
+    while not finished and produced < max_new_tokens:
+        left = max_new_tokens - produced   # a power of two bounds the compiled variants
+        n = min(DECODE_CHUNK, 1 << (left - 1).bit_length())
+        toks, cache = decode(state, layers, tok, jnp.asarray(next_pos + produced - 1), cache, key,
+                             jnp.int32(produced - 1), n)
+        host = np.asarray(toks)
+        for j in range(min(n, left)):
+            if take(host[:, j]):
+                finished = True
+                break
+        produced += min(n, left)
+        tok = toks[:, -1]
     return out
 
 
@@ -157,10 +205,11 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
     def should_stop(_row, toks):
         return bool(stop) and len(toks) % 4 == 0 and cut(tokenizer.decode(toks))[1]
 
+    layers = unrolled_layers(model) if encoded else None
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
         new = generate_ids(model, chunk, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, seed=seed + start, should_stop=should_stop)
+                           top_p=top_p, seed=seed + start, should_stop=should_stop, layers=layers)
         results += [cut(tokenizer.decode(toks))[0] for toks in new]
     return results

@@ -4,6 +4,11 @@ Layers are stacked along a leading 'layers' axis and run with `jax.lax.scan`, so
 time does not grow with depth and remat applies per layer. `model(input_ids)` returns
 logits [batch, length, vocab]; packed rows pass `segment_ids` (0 = padding) and
 `positions`; decoding passes a `KVCache` and gets `(logits, new_cache)` back.
+
+Decoding on CPU is bound by reading the weights once per token, and slicing layer i out
+of the stacked weights inside a scan copies it first; `unstack_layers()` gives per-layer
+weight buffers that `hidden_states(..., layers=...)` runs in an unrolled loop instead
+(with a per-layer cache), which reads each weight exactly once.
 """
 from __future__ import annotations
 
@@ -25,18 +30,26 @@ REMAT_POLICIES = {
 
 @struct.dataclass
 class KVCache:
-    """Keys/values of every layer [L, B, S, K, D], which slots hold real tokens [B, S],
-    and the next slot to write (shared by the batch: prompts are left-padded)."""
-    k: jax.Array
-    v: jax.Array
+    """Keys/values of every layer — one stacked [L, B, S, K, D] array for the scanned
+    stack, or a tuple of L [B, S, K, D] arrays for the unrolled one (`per_layer=True`) —
+    which slots hold real tokens [B, S], and the next slot to write (shared by the batch:
+    prompts are left-padded)."""
+    k: jax.Array | tuple
+    v: jax.Array | tuple
     valid: jax.Array
     index: jax.Array
 
     @classmethod
-    def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+    def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=jnp.float32,
+             per_layer: bool = False) -> "KVCache":
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        if per_layer:
+            k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+            v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        else:
+            k = jnp.zeros((cfg.num_layers,) + shape, dtype)
+            v = jnp.zeros((cfg.num_layers,) + shape, dtype)
+        return cls(k=k, v=v, valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
 
 
 class Llama(nnx.Module):
@@ -60,9 +73,10 @@ class Llama(nnx.Module):
             self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"),
                                  param_dtype)
 
-    def __call__(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None):
+    def __call__(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None,
+                 layers=None, prefill: bool = False):
         """Logits [B, T, V] (float32), or (logits, new cache) when a cache is given."""
-        x, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache)
+        x, new_cache = self.hidden_states(input_ids, positions, segment_ids, cache, layers, prefill)
         logits = constrain(self.head(x), ("batch", "length", "act_vocab"), self.rules)
         return logits if cache is None else (logits, new_cache)
 
@@ -71,9 +85,19 @@ class Llama(nnx.Module):
         head = self.embed[...].T if self.cfg.tie_word_embeddings else self.lm_head[...]
         return jnp.einsum("...e,ev->...v", x, head.astype(self.dtype), preferred_element_type=jnp.float32)
 
-    def hidden_states(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None):
+    def unstack_layers(self) -> list:
+        """Per-layer weight states (copies) for `hidden_states(..., layers=...)`."""
+        stacked = nnx.state(self.layers)
+        return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.cfg.num_layers)]
+
+    def hidden_states(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None,
+                      layers=None, prefill: bool = False):
         """Final-normed hidden states [B, T, E] and the new cache (None without one); lets a
-        caller apply the head to a few positions only (log-likelihood scoring)."""
+        caller apply the head to a few positions only (log-likelihood scoring). `layers`
+        (from `unstack_layers`) runs the layers unrolled on those buffers; a cache must
+        then be `per_layer`. `prefill=True` promises the cache is empty: attention then
+        spans the new tokens only (not the whole cache length) and their keys/values are
+        written to the cache."""
         cfg, dt = self.cfg, self.dtype
         b, t = input_ids.shape
         if segment_ids is None:
@@ -84,32 +108,80 @@ class Llama(nnx.Module):
         x = constrain(x, ("batch", "length", "act_embed"), self.rules)
         inv_freq = rope_inv_freq(cfg)
 
-        if cache is None:
+        if cache is None or prefill:
             idx = jnp.arange(t)
             mask = (idx[None, :, None] >= idx[None, None, :]) & (
                 segment_ids[:, :, None] == segment_ids[:, None, :])
             kv_in, cache_index = None, None
-        else:
+        if cache is not None:
             cache_index = cache.index
             s = cache.valid.shape[1]
             valid = jax.lax.dynamic_update_slice(cache.valid, segment_ids > 0, (0, cache_index))
-            q_slot = cache_index + jnp.arange(t)
-            mask = (q_slot[None, :, None] >= jnp.arange(s)[None, None, :]) & valid[:, None, :]
+            if not prefill:
+                q_slot = cache_index + jnp.arange(t)
+                mask = (q_slot[None, :, None] >= jnp.arange(s)[None, None, :]) & valid[:, None, :]
             kv_in = (cache.k, cache.v)
 
         graphdef, layer_state = nnx.split(self.layers)
-
-        def body(h, xs):
-            st, kv = xs
-            layer = nnx.merge(graphdef, st)
-            h, new_kv = layer(h, positions, inv_freq, mask, kv, cache_index)
-            return h, (new_kv if kv is not None else None)
-
-        policy = REMAT_POLICIES[self.remat]
-        if self.remat != "none":
-            body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-        x, new_kv = jax.lax.scan(body, x, (layer_state, kv_in))
+        if layers is not None:
+            x, new_kv = self._unrolled(graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index,
+                                       prefill)
+        else:
+            x, new_kv = self._scanned(graphdef, layer_state, x, positions, inv_freq, mask, kv_in,
+                                      cache_index, prefill)
         x = self.final_norm(x)
         if cache is None:
             return x, None
         return x, KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
+
+    def _scanned(self, graphdef, layer_state, x, positions, inv_freq, mask, kv_in, cache_index, prefill):
+        """Layers under `lax.scan`; the cache rides in the carry and only the new slots are
+        written (no per-step copy of the whole cache through the scan's outputs)."""
+        if kv_in is None:
+            def body(h, st):
+                h, _ = nnx.merge(graphdef, st)(h, positions, inv_freq, mask)
+                return h, None
+            if self.remat != "none":
+                body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+            return jax.lax.scan(body, x, layer_state)[0], None
+        t = x.shape[1]
+
+        def body_kv(carry, xs):
+            h, ks, vs = carry
+            st, i = xs
+            if prefill:   # attend over the new tokens; their k/v are what gets written
+                h, (k_new, v_new) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask)
+                k_new, v_new = k_new[None], v_new[None]
+            else:
+                kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False),
+                      jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
+                h, (k, v) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, kv, cache_index)
+                start = (0, cache_index, 0, 0)
+                size = (k.shape[0], t) + k.shape[2:]
+                k_new = jax.lax.dynamic_slice(k, start, size)[None]
+                v_new = jax.lax.dynamic_slice(v, start, size)[None]
+            ks = jax.lax.dynamic_update_slice(ks, k_new.astype(ks.dtype), (i, 0, cache_index, 0, 0))
+            vs = jax.lax.dynamic_update_slice(vs, v_new.astype(vs.dtype), (i, 0, cache_index, 0, 0))
+            return (h, ks, vs), None
+
+        idx = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
+        (x, ks, vs), _ = jax.lax.scan(body_kv, (x, kv_in[0], kv_in[1]), (layer_state, idx))
+        return x, (ks, vs)
+
+    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill):
+        """Layers in a Python loop over per-layer weight buffers (decoding on CPU)."""
+        if len(layers) != self.cfg.num_layers:
+            raise ValueError(f"got {len(layers)} layer states for {self.cfg.num_layers} layers")
+        if kv_in is not None and not isinstance(kv_in[0], (tuple, list)):
+            raise ValueError("unrolled layers need a per-layer KVCache (KVCache.init(..., per_layer=True))")
+        ks, vs = [], []
+        for i, st in enumerate(layers):
+            kv = None if kv_in is None or prefill else (kv_in[0][i], kv_in[1][i])
+            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index)
+            if prefill:
+                at = (0, cache_index, 0, 0)
+                k = jax.lax.dynamic_update_slice(kv_in[0][i], k.astype(kv_in[0][i].dtype), at)
+                v = jax.lax.dynamic_update_slice(kv_in[1][i], v.astype(kv_in[1][i].dtype), at)
+            ks.append(k)
+            vs.append(v)
+        return x, (None if kv_in is None else (tuple(ks), tuple(vs)))
