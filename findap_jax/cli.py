@@ -1,7 +1,7 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs available now: train, eval, compare, distill, convert, generate, data. (recipe
-arrives with its issue.) Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
+Verbs: recipe (the whole FinDAP pipeline), train, eval, compare, distill, convert, generate,
+data. Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
 
@@ -83,6 +83,19 @@ def _distill(args) -> int:
     return 0
 
 
+def _recipe(args) -> int:
+    from findap_jax.config import load_config
+    from findap_jax.parallel.distributed import maybe_initialize
+    from findap_jax.recipe import run_recipe
+
+    if not args.config:
+        raise ValueError("--config=FILE.py[:arg] is required (e.g. configs/recipes/findap_smollm2_cpu.py)")
+    cfg = load_config(args.config, args.config_overrides)
+    maybe_initialize(cfg.cpt_it.run)
+    run_recipe(cfg, args.workdir)
+    return 0
+
+
 def _compare(args) -> int:
     from findap_jax.eval.report import compare_chart
     print(f"wrote {compare_chart(args.runs, args.out, args.label)}")
@@ -116,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32")
     g.add_argument("--chat-format", default=None, choices=["llama3", "chatml", "smollm"])
     g.set_defaults(fn=_generate)
+
+    rc = sub.add_parser("recipe", help="the FinDAP stages in order (configs/recipes/), resumable")
+    rc.add_argument("--workdir", required=True, help="one folder per stage, eval/, report.md")
+    rc.set_defaults(fn=_recipe)
 
     t = sub.add_parser("train", help="train (CPT, SFT, joint CPT+IT, DPO, IPO, RPO) from a config")
     t.add_argument("--workdir", required=True, help="checkpoints, logs, config.json, final export")

@@ -29,6 +29,8 @@ def data_config() -> ml_collections.ConfigDict:
         # Extra or replacement tasks: {name: {"kind": "cpt"|"chat"|"preference",
         #                                     "train": glob(s), "validation": glob(s)}}
         tasks=ml_collections.ConfigDict(),
+        # {task or mixture: rate} registers the mixture "custom" (use mixture="custom")
+        rates=ml_collections.ConfigDict(),
         # Refuse to train when a training task shares word n-grams with more than max_share
         # of an eval task's rows ("" = no check); `findap-jax data inspect` prints the table.
         contamination=dict(eval_tasks="fpb,cfa_mini,finqa_mini", n=13, max_share=0.0),

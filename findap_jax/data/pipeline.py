@@ -14,7 +14,7 @@ import seqio
 
 from findap_jax.data.features import LMFeatureConverter, PreferenceFeatureConverter
 from findap_jax.data.registry import PREFIX, default_specs, register_all
-from findap_jax.data.tasks import TaskSpec, TaskStats
+from findap_jax.data.tasks import TaskSpec, TaskStats, register_mixture
 
 
 def task_specs(data_cfg) -> dict[str, TaskSpec]:
@@ -31,8 +31,17 @@ def task_specs(data_cfg) -> dict[str, TaskSpec]:
 
 
 def register(data_cfg, tokenizer) -> dict[str, TaskStats]:
-    return register_all(tokenizer, data_cfg.seq_len, task_specs(data_cfg), dict(data_cfg.joint),
-                        data_cfg.on_bad_record, data_cfg.seed, data_cfg.cache_in_memory)
+    stats = register_all(tokenizer, data_cfg.seq_len, task_specs(data_cfg), dict(data_cfg.joint),
+                         data_cfg.on_bad_record, data_cfg.seed, data_cfg.cache_in_memory)
+    rates = dict(data_cfg.rates)
+    if rates:   # data.rates = {task or mixture: rate} -> mixture "findap_custom"
+        known = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+        resolved = {resolve_name(n): r for n, r in rates.items()}
+        unknown = [n for n, r in zip(rates, resolved) if r not in known]
+        if unknown:
+            raise ValueError(f"data.rates: unknown task(s) {unknown}")
+        register_mixture(PREFIX + "custom", resolved)
+    return stats
 
 
 def resolve_name(name: str) -> str:

@@ -1,0 +1,247 @@
+"""The FinDAP recipe as one resumable job: stage-1 joint CPT+IT (optionally a second
+curriculum group), preference distillation from the stage-1 model, RPO from the stage-1
+model with it as the frozen reference, and FinEval before and after every stage.
+
+    findap-jax recipe --config=configs/recipes/findap_smollm2_cpu.py --workdir DIR
+
+Layout of DIR: eval/<label>/ (results.json, predictions/), <stage>/ (trainer workdir with
+final/), distill/pairs.jsonl, report.md + report.png. A stage whose `.done` marker exists is
+skipped, so rerunning after an interruption picks up where it stopped: the trainer resumes
+from its last checkpoint, distillation from its progress file, evaluation per task.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import ml_collections
+
+from findap_jax import defaults
+
+TRAIN_STAGES = ("cpt_it", "cpt_it_2")
+STAGES = TRAIN_STAGES + ("distill", "rpo")
+
+
+def recipe_config() -> ml_collections.ConfigDict:
+    """Defaults of a recipe file; every stage section is a full config of its own verb."""
+    cfg = ml_collections.ConfigDict(dict(
+        model="smollm2",              # the base model (any load_pretrained path)
+        stages="cpt_it,distill,rpo",  # in this order; add cpt_it_2 for a second curriculum group
+        eval=defaults.eval_tasks_config(tasks="fpb", limit=0),
+        eval_before=True,             # evaluate the base model too
+        cpt_it=defaults.experiment_config(),
+        cpt_it_2=defaults.experiment_config(),
+        distill=defaults.distill_config(),
+        rpo=defaults.experiment_config(
+            data=dict(mixture="findap_preference", pack=False),
+            train=dict(loss="rpo", lr=5e-7, beta=0.1, alpha=1.0)),
+        # RPO data: the distilled pairs (task "distilled_pairs"), mixed with `general_pairs`
+        # (a registered preference task or mixture) when distilled_share < 1; the general
+        # pairs alone when distillation wrote none ("" = fail instead).
+        general_pairs="findap_preference",
+        distilled_share=1.0,          # the paper: general pairs in PA are unnecessary
+        mesh=dict(data=1, fsdp=-1, tensor=1),
+    ))
+    for name in TRAIN_STAGES + ("rpo",):
+        cfg[name].eval.every = 0      # the recipe evaluates between stages
+    return cfg
+
+
+def _stages(cfg) -> list[str]:
+    from findap_jax.config import comma_list
+    names = comma_list(cfg.stages)
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    if "rpo" in names and "distill" not in names:
+        raise ValueError("stages: rpo trains on the distilled pairs; list distill before it")
+    if sorted(names, key=STAGES.index) != names or len(set(names)) != len(names):
+        raise ValueError(f"stages: {names} must be in the order {list(STAGES)}, each once")
+    return names
+
+
+class Recipe:
+    def __init__(self, cfg, workdir, log=print):
+        self.cfg, self.dir, self.log = cfg, Path(workdir), log
+        self.stages = _stages(cfg)
+        from findap_jax.train.trainer import check_workdir
+        check_workdir(self.dir)
+        self.evals: list[tuple[str, Path]] = []   # (label, eval dir) in run order
+        self.curves: dict[str, Path] = {}         # stage -> metrics.jsonl
+        self.notes: list[str] = []
+
+    # -- bookkeeping -------------------------------------------------------------
+    def _done(self, name: str) -> Path:
+        return self.dir / f".{name}.done"
+
+    def _finish(self, name: str, info: dict) -> None:
+        tmp = self._done(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        tmp.replace(self._done(name))
+
+    def _info(self, name: str) -> dict | None:
+        p = self._done(name)
+        return json.loads(p.read_text()) if p.exists() else None
+
+    # -- stages -----------------------------------------------------------------
+    def evaluate(self, label: str, model_path: str) -> None:
+        from findap_jax.eval.evaluate import run_eval
+        out = self.dir / "eval" / label
+        self.evals.append((label, out))
+        if self._info(f"eval_{label}") is not None:
+            self.log(f"[recipe] eval {label}: done, skipped")
+            return
+        ecfg = defaults.eval_config()
+        ecfg.update(copy.deepcopy(self.cfg.eval).to_dict())
+        ecfg.update(dict(model=str(model_path), output_dir=str(out), mesh=dict(self.cfg.mesh)))
+        t0 = time.time()
+        self.log(f"[recipe] eval {label}: {model_path} on {ecfg.tasks}")
+        results = run_eval(ecfg, log=self.log)
+        self._finish(f"eval_{label}", {"seconds": time.time() - t0, "tasks": sorted(results)})
+
+    def train(self, name: str, model_path: str, data_overrides: dict | None = None) -> str:
+        from findap_jax.train.trainer import Trainer
+        wd = self.dir / name
+        self.curves[name] = wd / "metrics.jsonl"
+        final = wd / "final"
+        if self._info(name) is None:
+            tcfg = copy.deepcopy(self.cfg[name])
+            tcfg.model.path = str(model_path)
+            tcfg.run.mesh = dict(self.cfg.mesh)
+            tcfg.run.export_final = True
+            if data_overrides:
+                tcfg.data.update(data_overrides)
+            t0 = time.time()
+            self.log(f"[recipe] {name}: training from {model_path} ({tcfg.train.loss}, "
+                     f"{tcfg.train.steps} steps, mixture {tcfg.data.mixture})")
+            Trainer(tcfg, wd, log=self.log).run()
+            self._finish(name, {"seconds": time.time() - t0, "final": str(final)})
+        else:
+            self.log(f"[recipe] {name}: done, skipped")
+        return str(final)
+
+    def distill(self, policy: str) -> tuple[Path, int]:
+        from findap_jax.distill.pipeline import run_distill
+        out = self.dir / "distill" / "pairs.jsonl"
+        info = self._info("distill")
+        if info is None:
+            dcfg = copy.deepcopy(self.cfg.distill)
+            dcfg.policy = policy
+            dcfg.output = str(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            self.log(f"[recipe] distill: policy {policy}, judge {dcfg.judge or 'the policy'}")
+            stats = run_distill(dcfg, log=self.log)
+            info = {"seconds": time.time() - t0, "stats": stats}
+            self._finish("distill", info)
+        else:
+            self.log("[recipe] distill: done, skipped")
+        n = sum(1 for line in out.read_text().splitlines() if line.strip()) if out.exists() else 0
+        return out, n
+
+    def rpo_data(self, pairs: Path, n_pairs: int) -> dict:
+        """Data overrides of the RPO stage: distilled pairs mixed with general pairs."""
+        general = self.cfg.general_pairs
+        tasks = {"distilled_pairs": {"kind": "preference", "train": str(pairs)}}
+        if n_pairs == 0:
+            if not general:
+                raise RuntimeError(f"distillation wrote no preference pairs ({pairs}) and "
+                                   "general_pairs is empty: nothing to train RPO on")
+            self.notes.append("Distillation produced no pairs: RPO trained on the general pairs only.")
+            self.log(f"[recipe] rpo: {pairs} has no pairs; training on {general} only")
+            return {"mixture": general}
+        if not general or self.cfg.distilled_share >= 1.0:
+            return {"tasks": tasks, "mixture": "distilled_pairs"}
+        return {"tasks": tasks, "mixture": "custom",
+                "rates": {"distilled_pairs": self.cfg.distilled_share,
+                          general: 1.0 - self.cfg.distilled_share}}
+
+    # -- the job -----------------------------------------------------------------
+    def run(self) -> Path:
+        t0 = time.time()
+        current = str(self.cfg.model)
+        if self.cfg.eval_before:
+            self.evaluate("base", current)
+        stage1 = current
+        for name in self.stages:
+            if name in TRAIN_STAGES:
+                stage1 = current = self.train(name, current)
+                self.evaluate(name, current)
+            elif name == "distill":
+                pairs, n_pairs = self.distill(stage1)
+                self.log(f"[recipe] distill: {n_pairs} pairs in {pairs}")
+            elif name == "rpo":
+                current = self.train("rpo", stage1, self.rpo_data(pairs, n_pairs))
+                self.evaluate("rpo", current)
+        report = write_report(self.dir, self.evals, self.curves, self.notes)
+        self.log(f"[recipe] done in {time.time() - t0:.0f} s (this run); report: {report}")
+        return report
+
+
+def write_report(workdir: Path, evals, curves, notes=()) -> Path:
+    """report.md (capability table per stage, stage timings) and report.png (eval bars and
+    training-loss curves)."""
+    from findap_jax.eval.report import read_results
+    runs = [(label, read_results(d)) for label, d in evals]
+    keys = sorted({k for _, r in runs for k in r})
+    lines = ["# FinDAP recipe report", "", f"Workdir: `{workdir}`", "",
+             "## FinEval primary metric per stage (%)", "",
+             "| task | split | capability | metric | n | " + " | ".join(l for l, _ in runs) + " |",
+             "|---|---|---|---|---|" + "---|" * len(runs)]
+    for k in keys:
+        first = next(r[k] for _, r in runs if k in r)
+        metric = first.get("primary", "accuracy")
+        cells = [f"{100 * r[k][metric]:.1f}" if k in r and isinstance(r[k].get(metric), float) else "—"
+                 for _, r in runs]
+        lines.append(f"| {k} | {first.get('split', '')} | {first.get('capability', '')} | {metric} | "
+                     f"{first.get('n', '')} | " + " | ".join(cells) + " |")
+    lines += ["", "## Stages", "", "| stage | seconds | detail |", "|---|---|---|"]
+    for p in sorted(workdir.glob(".*.done")):
+        info = json.loads(p.read_text())
+        detail = info.get("stats") or info.get("tasks") or info.get("final", "")
+        if isinstance(detail, dict):
+            detail = ", ".join(f"{k} {v}" for k, v in detail.items() if isinstance(v, (int, float)))
+        lines.append(f"| {p.name[1:-5]} | {info.get('seconds', 0):.0f} | {detail} |")
+    lines += [""] + [f"Note: {n}" for n in notes]
+    lines.append("\n![eval and training curves](report.png)\n")
+    png = _plot(workdir / "report.png", runs, curves)
+    out = workdir / "report.md"
+    out.write_text("\n".join(lines))
+    return out if png else out
+
+
+def _plot(path: Path, runs, curves) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    keys = sorted({k for _, r in runs for k in r})
+    width = 0.8 / max(len(runs), 1)
+    for i, (label, res) in enumerate(runs):
+        vals = [100 * res[k][res[k].get("primary", "accuracy")] if k in res else 0.0 for k in keys]
+        ax1.bar([j + (i - (len(runs) - 1) / 2) * width for j in range(len(keys))], vals, width, label=label)
+    ax1.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
+    ax1.set_ylabel("primary metric (%)")
+    ax1.set_ylim(0, 100)
+    ax1.legend()
+    ax1.set_title("FinEval per stage")
+    for name, mpath in curves.items():
+        if mpath.exists():
+            rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
+            ax2.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name, marker=".")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("training loss")
+    ax2.set_title("training curves")
+    if curves:
+        ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_recipe(cfg, workdir, log=print) -> Path:
+    return Recipe(cfg, workdir, log=log).run()

@@ -1,0 +1,77 @@
+"""The tiny recipe end to end: every stage runs, outputs land, reruns skip finished
+stages, and an interruption inside a stage resumes there."""
+import json
+from pathlib import Path
+
+import pytest
+
+from findap_jax import recipe as recipe_mod
+from findap_jax.config import load_config
+from findap_jax.recipe import Recipe, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(model, **over):
+    args = [f"model={model}"] + [f"{k}={v}" for k, v in over.items()]
+    return load_config(str(ROOT / "configs/recipes/tiny.py"), args)
+
+
+def test_tiny_recipe_runs_every_stage_and_reruns_skip(tiny_chat_model, tmp_path):
+    logs = []
+    report = run_recipe(_cfg(tiny_chat_model), tmp_path, log=logs.append)
+    for label in ("base", "cpt_it", "rpo"):
+        res = json.loads((tmp_path / "eval" / label / "results.json").read_text())
+        assert set(res) == {"fpb", "cfa_mini"} and all(r["n"] == 8 for r in res.values())
+    for stage in ("cpt_it", "rpo"):
+        rows = [json.loads(x) for x in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        assert (tmp_path / stage / "final").is_dir()
+    stats = json.loads((tmp_path / ".distill.done").read_text())["stats"]
+    assert stats["samples"] == 4   # 2 exercises x k=2
+    text = report.read_text()
+    assert "| n | base | cpt_it | rpo |" in text and "| fpb |" in text and "| cfa_mini |" in text
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    # RPO's reference is the stage-1 model: the rpo stage started from cpt_it/final
+    cfg_json = json.loads((tmp_path / "rpo" / "config.json").read_text())
+    assert cfg_json["model"]["path"] == str(tmp_path / "cpt_it" / "final")
+
+    logs.clear()
+    run_recipe(_cfg(tiny_chat_model), tmp_path, log=logs.append)
+    skipped = [m for m in logs if "done, skipped" in m]
+    assert len(skipped) == 6, logs   # 3 evals, cpt_it, distill, rpo
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(tiny_chat_model, tmp_path, monkeypatch):
+    from findap_jax.train import trainer as trainer_mod
+
+    class Stop(Exception):
+        pass
+
+    real_save = trainer_mod.Checkpointer.save
+
+    def crash_after_step_2(self, step, *a, **k):
+        real_save(self, step, *a, **k)
+        if step == 2 and "rpo" in str(self.dir):
+            raise Stop()
+
+    monkeypatch.setattr(trainer_mod.Checkpointer, "save", crash_after_step_2)
+    cfg = _cfg(tiny_chat_model, eval_before="false")
+    with pytest.raises(Stop):
+        run_recipe(cfg, tmp_path, log=lambda *_: None)
+    assert (tmp_path / ".cpt_it.done").exists() and not (tmp_path / ".rpo.done").exists()
+    monkeypatch.setattr(trainer_mod.Checkpointer, "save", real_save)
+    logs = []
+    run_recipe(cfg, tmp_path, log=logs.append)
+    assert any("cpt_it: done, skipped" in m for m in logs)
+    assert any("distill: done, skipped" in m for m in logs)
+    rows = [json.loads(x) for x in (tmp_path / "rpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]   # steps 1-2 before the crash, 3 after resume
+
+
+def test_stage_list_is_checked():
+    cfg = recipe_mod.recipe_config()
+    for bad, msg in (("cpt_it,rpo", "distill before"), ("rpo,distill", "order"), ("sft", "unknown")):
+        cfg.stages = bad
+        with pytest.raises(ValueError, match=msg):
+            Recipe(cfg, "/tmp/unused-recipe-dir")
