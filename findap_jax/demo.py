@@ -1,22 +1,30 @@
-"""`make demo`: fetch SmolLM2-135M-Instruct and answer a finance question.
+"""`make demo`: the FinDAP recipe at CPU scale on SmolLM2-135M-Instruct, end to end.
 
-(The full FinDAP CPU recipe replaces this once training and evaluation land.)
+Runs configs/recipes/findap_smollm2_cpu.py into runs/demo (FINDAP_DEMO_WORKDIR overrides;
+extra arguments are passed on as config overrides, e.g. --config.cpt_it.train.steps=4) and
+prints the report. Rerunning resumes and skips finished stages; delete the folder to start
+over.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
-from findap_jax.checkpoints.hub import smollm2_gguf
 from findap_jax.cli import main as cli_main
 
-QUESTION = "What does EBITDA measure?"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "findap_smollm2_cpu.py"
 
 
-def main() -> int:
-    path = smollm2_gguf()
-    print(f"model: {path}\nquestion: {QUESTION}\n", flush=True)
-    return cli_main(["generate", "--model", str(path), "--chat", "--prompt", QUESTION,
-                     "--max-new-tokens", "160"])
+def main(argv=None) -> int:
+    workdir = os.environ.get("FINDAP_DEMO_WORKDIR", "runs/demo")
+    args = ["recipe", f"--config={CONFIG}", "--workdir", workdir] + list(sys.argv[1:] if argv is None else argv)
+    print("findap-jax " + " ".join(args), flush=True)
+    rc = cli_main(args)
+    report = Path(workdir) / "report.md"
+    if rc == 0 and report.exists():
+        print("\n" + report.read_text())
+    return rc
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def recipe_config() -> ml_collections.ConfigDict:
         stages="cpt_it,distill,rpo",  # in this order; add cpt_it_2 for a second curriculum group
         eval=defaults.eval_tasks_config(tasks="fpb", limit=0),
         eval_before=True,             # evaluate the base model too
+        # Instruction-following check after each eval: greedy replies to the bundled chat
+        # prompts must end with end-of-turn within this many tokens (0 = off)
+        chat_check_tokens=256,
         cpt_it=defaults.experiment_config(),
         cpt_it_2=defaults.experiment_config(),
         distill=defaults.distill_config(),
@@ -99,7 +102,12 @@ class Recipe:
         t0 = time.time()
         self.log(f"[recipe] eval {label}: {model_path} on {ecfg.tasks}")
         results = run_eval(ecfg, log=self.log)
-        self._finish(f"eval_{label}", {"seconds": time.time() - t0, "tasks": sorted(results)})
+        info = {"seconds": time.time() - t0, "tasks": sorted(results)}
+        if self.cfg.chat_check_tokens:
+            info["chat_check"] = chat_check(model_path, self.cfg.chat_check_tokens, out)
+            self.log(f"[recipe] eval {label}: {info['chat_check']['ended']}/{info['chat_check']['n']} "
+                     "chat replies end their turn")
+        self._finish(f"eval_{label}", info)
 
     def train(self, name: str, model_path: str, data_overrides: dict | None = None) -> str:
         from findap_jax.train.trainer import Trainer
@@ -112,7 +120,8 @@ class Recipe:
             tcfg.run.mesh = dict(self.cfg.mesh)
             tcfg.run.export_final = True
             if data_overrides:
-                tcfg.data.update(data_overrides)
+                with tcfg.unlocked():   # new task/rate names are new keys
+                    tcfg.data.update(data_overrides)
             t0 = time.time()
             self.log(f"[recipe] {name}: training from {model_path} ({tcfg.train.loss}, "
                      f"{tcfg.train.steps} steps, mixture {tcfg.data.mixture})")
@@ -180,6 +189,27 @@ class Recipe:
         return report
 
 
+def chat_check(model_path: str, max_new_tokens: int, out_dir: Path) -> dict:
+    """Greedy replies to the bundled chat prompts; a reply "ends" when the model emits an
+    end-of-turn/EOS token before `max_new_tokens`. Replies go to out_dir/chat_check.jsonl."""
+    from findap_jax.checkpoints.loader import load_pretrained
+    from findap_jax.eval.evaluate import resolve_eval_model
+    from findap_jax.generation.sampler import encode_prompts, fit_prompts, generate_ids
+
+    prompts = [json.loads(line) for line in
+               (Path(__file__).parent / "eval" / "bundled" / "chat_prompts.jsonl").read_text().splitlines()]
+    model, tok = load_pretrained(resolve_eval_model(str(model_path)))
+    encoded, _ = fit_prompts(model, encode_prompts(tok, [p["prompt"] for p in prompts], True, None),
+                             max_new_tokens)
+    outs = generate_ids(model, encoded, eos_ids=tok.eos_ids, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
+    ended = [len(o) < max_new_tokens for o in outs]
+    with open(out_dir / "chat_check.jsonl", "w") as f:
+        for p, o, e in zip(prompts, outs, ended):
+            f.write(json.dumps({"id": p["id"], "prompt": p["prompt"], "reply": tok.decode(o),
+                                "ended_turn": e}) + "\n")
+    return {"n": len(prompts), "ended": sum(ended), "max_new_tokens": max_new_tokens}
+
+
 def write_report(workdir: Path, evals, curves, notes=()) -> Path:
     """report.md (capability table per stage, stage timings) and report.png (eval bars and
     training-loss curves)."""
@@ -197,6 +227,11 @@ def write_report(workdir: Path, evals, curves, notes=()) -> Path:
                  for _, r in runs]
         lines.append(f"| {k} | {first.get('split', '')} | {first.get('capability', '')} | {metric} | "
                      f"{first.get('n', '')} | " + " | ".join(cells) + " |")
+    checks = [json.loads((workdir / f".eval_{label}.done").read_text()).get("chat_check")
+              if (workdir / f".eval_{label}.done").exists() else None for label, _ in runs]
+    if any(checks):
+        lines.append("| chat replies ending their turn | | instruction following | count | | " +
+                     " | ".join(f"{c['ended']}/{c['n']}" if c else "—" for c in checks) + " |")
     lines += ["", "## Stages", "", "| stage | seconds | detail |", "|---|---|---|"]
     for p in sorted(workdir.glob(".*.done")):
         info = json.loads(p.read_text())

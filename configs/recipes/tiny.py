@@ -10,6 +10,7 @@ def get_config(arg=None):
     cfg = recipe_config()
     cfg.model = ""   # required: a tiny chat model directory (see tests/helpers.save_tiny_chat_model)
     cfg.eval.update(tasks="fpb,cfa_mini", limit=8, max_new_tokens=16)
+    cfg.chat_check_tokens = 16
     for name, loss, mixture, lr in (("cpt_it", "lm", "findap_joint", 1e-3),
                                     ("cpt_it_2", "lm", "findap_it", 1e-3),
                                     ("rpo", "rpo", "findap_preference", 1e-4)):
