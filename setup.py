@@ -41,6 +41,7 @@ setup(
         # torch/transformers are references for tests only, never imported by the package.
         "test": [
             "pytest>=8",
+            "hypothesis>=6",  # property tests: parsers and extractors never crash on any input
             "torch==2.13.0",
             "transformers>=5.0",
             "jinja2>=3.1",

@@ -100,6 +100,14 @@ def read_tfds(spec: str, split: str) -> Iterator[tuple[str, dict | None, str | N
         yield f"{spec}[{split}][{i}]", {k: _from_numpy(v) for k, v in ex.items()}, None
 
 
+def _json_limit(e: Exception) -> str:
+    """Valid-looking JSON that Python refuses: an integer of over 4300 digits (ValueError)
+    or nesting deeper than the recursion limit."""
+    if isinstance(e, RecursionError):
+        return "invalid JSON: nested too deeply"
+    return f"invalid JSON: {str(e).split(':')[0].split(';')[0]}"
+
+
 def read_raw(path: str, text_field: str = "text", split: str = "train") -> Iterator[tuple[str, dict | None, str | None]]:
     """Yield (location, record or None, error or None) for every record of one file.
     Blank lines are passed over. `.txt` files give one {"text": ...} per file."""
@@ -117,6 +125,9 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
         except json.JSONDecodeError as e:
             yield f"{path}:{e.lineno}", None, f"invalid JSON: {e.msg}"
             return
+        except (ValueError, RecursionError) as e:
+            yield f"{path}", None, _json_limit(e)
+            return
         if not isinstance(data, list):
             yield f"{path}", None, "a .json file must hold a list of records"
             return
@@ -133,9 +144,14 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
                 yield where, None, f"undecodable bytes (not UTF-8) at column {e.start + 1}"
                 continue
             try:
-                yield where, json.loads(line), None
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
                 yield where, None, f"invalid JSON at column {e.colno}: {e.msg}"
+                continue
+            except (ValueError, RecursionError) as e:
+                yield where, None, _json_limit(e)
+                continue
+            yield where, rec, None
     elif ext == "parquet":
         import pyarrow.parquet as pq
         for i, rec in enumerate(pq.read_table(path).to_pylist()):

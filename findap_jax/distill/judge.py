@@ -39,13 +39,16 @@ def parse_json(text: str) -> dict | None:
     """The first JSON object in a reply (fenced or bare, double or single quotes), or None."""
     if not isinstance(text, str):
         return None
-    fenced = re.findall(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
+    # no \s* before the lazy group (candidates are stripped): it backtracks quadratically
+    # through long blank runs after an unclosed fence
+    fenced = re.findall(r"```(?:json)?(.*?)```", text, flags=re.DOTALL)
     for cand in fenced + _balanced_objects(text):
         cand = cand.strip()
         for loader in (json.loads, ast.literal_eval):
             try:
                 obj = loader(cand)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            # OverflowError: literal_eval of `<huge int> + 1j` (int -> float)
+            except (ValueError, SyntaxError, TypeError, OverflowError, MemoryError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 return obj
@@ -58,7 +61,8 @@ def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
     obj = parse_json(text)
     if obj is None:
         return None
-    lower = {str(k).strip().lower(): v for k, v in obj.items()}
+    # Only string keys can name a field (str() of a huge int key would even raise).
+    lower = {k.strip().lower(): v for k, v in obj.items() if isinstance(k, str)}
     out = {}
     for k in keys:
         v = lower.get(k.lower())

@@ -11,10 +11,11 @@ LETTERS = "ABCDEFGHIJ"
 # restate options before concluding). Cue words match any case; a letter must be upper
 # case unless bracketed ("answer is a bit unclear" is not option A, "answer is (b)" is B).
 _LETTER = r"(?:\(([A-Ja-j])\)|([A-J])(?![\w']))"
+# (`\s*(?:\*+\s*)?`, not `\s*\**\s*`: two adjacent \s* backtrack quadratically on long blanks)
 _CHOICE_PATTERNS = (
     r"\[\[\s*([A-Ja-j])\s*\]\]",
-    r"(?i:selection)\s*[:：]\s*\**\s*" + _LETTER,
-    r"(?i:(?:final\s+)?answer\s*(?:is|:|：))\s*(?i:option\s*)?\**\s*" + _LETTER,
+    r"(?i:selection)\s*[:：]\s*(?:\*+\s*)?" + _LETTER,
+    r"(?i:(?:final\s+)?answer\s*(?:is|:|：))\s*(?i:option\s*)?(?:\*+\s*)?" + _LETTER,
     r"(?i:option|choice)\s+" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?correct)",
 )
 
@@ -32,7 +33,8 @@ def extract_choice(text: str, n_choices: int) -> int | None:
             return valid.index(hits[-1])
     # a reply that opens with the letter: "B", "(B)", "B.", "B)" or "B:" (not the article "A ...")
     # ... unless it restates the options ("A. ...\nB. ..."), which is no answer at all
-    if len(set(re.findall(r"(?m)^\s*\(?([A-J])[.)]", text))) >= 2:
+    # (indent is [^\S\n]*: a \s* that may cross line ends is quadratic on long blank runs)
+    if len(set(re.findall(r"(?m)^[^\S\n]*\(?([A-J])[.)]", text))) >= 2:
         return None
     m = re.match(r"\s*\(?([A-J])(?:[.):]|\s*$|\s*\n)", text)
     if m and m.group(1) in valid:

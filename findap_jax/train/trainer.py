@@ -3,12 +3,21 @@
 config sections: model (what to start from), data (mixture, lengths), train (loss and
 optimizer), run (mesh, checkpoints, logging, evaluation). Resumes from the latest
 complete checkpoint in `workdir`, data position included.
+
+Preemption: SIGTERM (what TPU VMs and SLURM send before they take a machine away)
+during `run()` stops the loop after the current step, writes a checkpoint of that step,
+waits until it is complete and raises `Preempted`, a SystemExit: `findap-jax train` (or
+`recipe`) exits with status 75 (EX_TEMPFAIL, "run me again"), not 0, so neither a launcher
+nor a pipeline around the trainer takes the run for finished. The same command run again
+resumes from that step.
 """
 from __future__ import annotations
 
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +44,19 @@ class DivergenceError(RuntimeError):
     pass
 
 
+PREEMPTED_EXIT_CODE = 75   # EX_TEMPFAIL: stopped on purpose, checkpoint saved, rerun to resume
+
+
+class Preempted(SystemExit):
+    """Raised by Trainer.run after a SIGTERM once the checkpoint of `step` is saved. A
+    SystemExit so that the process ends with PREEMPTED_EXIT_CODE (no traceback) unless a
+    caller catches it; returning normally would let callers go on as if training were done."""
+
+    def __init__(self, step: int):
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.step = step
+
+
 def pad_rows(batch: dict, rows: int) -> dict:
     """Pad a short last batch with all-zero rows (segment 0, weight 0: they add nothing)."""
     n = len(next(iter(batch.values())))
@@ -53,6 +75,41 @@ def check_workdir(workdir: Path) -> None:
             probe.flush()
     except OSError as e:
         raise OSError(f"{workdir}: work directory is not writable: {e.strerror}") from None
+
+
+class StopSignal:
+    """SIGTERM -> a flag the loop reads between steps (so the step, its data position and
+    the checkpoint stay consistent). Installed only while run() goes, in the main thread."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum, self.requested, self._installed, self._previous = signum, False, False, None
+
+    def __enter__(self):
+        # signal.signal only works in the main thread; elsewhere SIGTERM keeps its old meaning.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self.signum, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._installed:
+            # None: the old handler was not set from Python; the default is the best we can do.
+            signal.signal(self.signum, signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed = False
+        return False
+
+    def agreed(self) -> bool:
+        """Whether any process got the signal. Every process must stop at the same step (the
+        checkpoint save is collective), so with several processes the flags are combined;
+        a single process reads its own flag without a collective."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+        flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
+        return bool(np.asarray(flags).any())
 
 
 def _log_writer(workdir: Path):
@@ -187,7 +244,14 @@ class Trainer:
         return out
 
     def run(self) -> list[dict]:
+        """Train to cfg.train.steps (or early stop); returns the per-step metrics. Raises
+        Preempted (a SystemExit) after saving a checkpoint when a SIGTERM cut the run short."""
+        with StopSignal() as stop:
+            return self._run(stop)
+
+    def _run(self, stop: StopSignal) -> list[dict]:
         tc, run = self.cfg.train, self.cfg.run
+        preempted = False
         start = self.restore_latest()
         writer = _log_writer(self.workdir)
         history: list[dict] = []
@@ -196,6 +260,10 @@ class Trainer:
         step = start
         with jax.set_mesh(self.mesh):
             while step < tc.steps:
+                if stop.agreed():
+                    preempted = True
+                    self.log(f"SIGTERM: stopping at step {step} of {tc.steps} to save a checkpoint")
+                    break
                 batch = next(self.data)
                 if self.ref_table is not None:
                     from findap_jax.train.reference import attach
@@ -247,7 +315,11 @@ class Trainer:
                                 break
         if self.ckpt.latest_step() != step:
             self.ckpt.save(step, self.state, self.data.state(), force=True)
-        self.ckpt.close()
+        self.ckpt.close()   # waits for async saves: the checkpoint is complete on return
+        if preempted:
+            self.log(f"SIGTERM: checkpoint of step {step} saved in {self.ckpt.dir / str(step)}; "
+                     f"exiting with status {PREEMPTED_EXIT_CODE}, run the same command again to resume")
+            raise Preempted(step)
         if run.export_final:
             self.export(self.workdir / "final")
         return history
