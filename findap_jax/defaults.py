@@ -106,6 +106,8 @@ def eval_tasks_config(**overrides) -> ml_collections.ConfigDict:
         rows_per_batch=8,         # log-likelihood: packed rows per batch
         row_len=256,              # log-likelihood: tokens per packed row (longer prompts get their own)
         max_new_tokens=0,         # 0 = the task's own budget
+        judge="",                 # judge mode ("financebench:judge"): the grading model, any
+                                  # load_pretrained path ("" = the evaluated model itself)
     ))
     cfg.update(overrides)
     return cfg

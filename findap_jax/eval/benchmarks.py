@@ -3,17 +3,22 @@ text, choices, gold + task-specific keys). Each reader yields (location, row) an
 RecordError("file:line: ...") on a malformed record; the prompts are written here.
 
 Layout expected under a data dir (as in ../shared/data): twitter_fin_sentiment/sent_valid.csv,
-mmlu_finance/*_test.csv, finner_sec/*.txt (CoNLL), finqa/dev.json, tatqa/dev.json.
+mmlu_finance/*_test.csv, finner_sec/*.txt (CoNLL), finqa/dev.json, tatqa/dev.json,
+convfinqa_pot/convfinqa_dev.json, financebench/financebench_open_source.jsonl.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
+import math
+import operator
 import os
+import re
 from collections.abc import Iterator
 
-from findap_jax.data.records import RecordError
+from findap_jax.data.records import RecordError, read_raw
 
 TWEET_LABELS = ["bearish", "bullish", "neutral"]     # dataset label ids 0, 1, 2
 NER_TYPES = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}
@@ -27,6 +32,10 @@ NER_PROMPT = ("List the named entities in this sentence from a financial agreeme
               "is none.\nSentence: {text}")
 TABLE_QA_PROMPT = ("Read the table and the text from a company report and answer the question.\n\n"
                    "{text}\n\nQuestion: {question}")
+CONV_QA_PROMPT = ("Read the text and the table from a company report, then answer the last question "
+                  "of the conversation about them.\n\n{text}\n\n{history}Question: {question}")
+EVIDENCE_QA_PROMPT = ("Answer the question about {company} using the evidence passages from its "
+                      "filings.\n\n{text}\n\nQuestion: {question}")
 
 
 def _csv_rows(path: str, n_fields: int, header: list[str] | None) -> Iterator[tuple[str, list[str]]]:
@@ -185,5 +194,160 @@ def read_tatqa(path: str) -> Iterator[tuple[str, dict]]:
             yield where, row
 
 
+# -- ConvFinQA (Program-of-Thoughts packaging) -------------------------------------------
+# Each turn's gold is the result of its Python program ("x0 = 60.94 - 25.14; ans = x0 / 25.14"),
+# evaluated here without exec: number literals (and "13.4%" written as a literal), names
+# assigned earlier, + - * / and unary minus, one comparison (gives "yes"/"no").
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_CMPOPS = {ast.Gt: operator.gt, ast.Lt: operator.lt, ast.GtE: operator.ge, ast.LtE: operator.le,
+           ast.Eq: operator.eq}
+_PCT_LITERAL = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*%")
+_ONLY_PCT = re.compile(r"^\s*ans\s*=\s*(-?(?:\d+(?:\.\d+)?|\.\d+)\s*%)\s*;?\s*$")
+
+
+def _expr(node, env: dict):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            raise ValueError(f"name {node.id!r} used before it is assigned")
+        return env[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _expr(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_expr(node.left, env), _expr(node.right, env))
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMPOPS:
+        return _CMPOPS[type(node.ops[0])](_expr(node.left, env), _expr(node.comparators[0], env))
+    raise ValueError(f"unsupported expression {ast.dump(node)[:60]}")
+
+
+def run_program(program: str):
+    """The gold of one turn: `ans` of its program, a float rounded to 5 decimals (as FinQA
+    stores `exe_ans`; "13.4%" reads as 0.134) or "yes"/"no" for a comparison. ValueError
+    (with the reason) for anything else."""
+    if not isinstance(program, str):
+        raise ValueError(f"expected a string, got {type(program).__name__}")
+    try:
+        tree = ast.parse(_PCT_LITERAL.sub(r"(\1 / 100)", program), mode="exec")
+    except SyntaxError as e:
+        raise ValueError(f"not a program ({e.msg})") from None
+    env: dict = {}
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            raise ValueError("expected only assignments `name = expression`")
+        try:
+            env[stmt.targets[0].id] = _expr(stmt.value, env)
+        except (ZeroDivisionError, OverflowError) as e:
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+    if "ans" not in env:
+        raise ValueError("no `ans = ...` assignment")
+    ans = env["ans"]
+    if isinstance(ans, bool):
+        return "yes" if ans else "no"
+    if not math.isfinite(ans):
+        raise ValueError(f"ans is {ans}")
+    return round(float(ans), 5)
+
+
+def format_gold(value) -> str:
+    """A turn's gold as shown in the conversation history: 35.8, 1.42403, 12, yes."""
+    if isinstance(value, str):
+        return value
+    out = f"{value:.5f}".rstrip("0").rstrip(".")
+    return "0" if out == "-0" else out
+
+
+def read_convfinqa(path: str) -> Iterator[tuple[str, dict]]:
+    """ConvFinQA dev as packaged by Program-of-Thoughts: per conversation `questions` and
+    `programs` (one per turn), `text`, `table`, `id`, `answer` (last turn). One row per turn;
+    its prompt holds the report and the earlier turns with their gold answers (ConvFinQA
+    scores each turn given the gold history). Row id: conversation id + ":turn<k>" (0-based)."""
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise RecordError(f"{path}: expected a list of ConvFinQA conversations")
+    for i, conv in enumerate(data):
+        where = f"{path}[{i}]"
+        if not isinstance(conv, dict):
+            raise RecordError(f"{where}: expected a JSON object, got {type(conv).__name__}")
+        try:
+            cid, questions, programs = conv["id"], conv["questions"], conv["programs"]
+            context = f"{conv['text'].strip()}\n\n{conv['table'].strip()}"
+        except KeyError as e:
+            raise RecordError(f"{where}: field {e}: missing") from None
+        except AttributeError:
+            raise RecordError(f"{where}: fields 'text' and 'table' must be strings") from None
+        if not isinstance(questions, list) or not isinstance(programs, list) or not questions:
+            raise RecordError(f"{where}: fields 'questions' and 'programs' must be non-empty lists")
+        if len(questions) != len(programs):
+            raise RecordError(f"{where}: {len(questions)} questions but {len(programs)} programs")
+        history = []
+        for k, (question, program) in enumerate(zip(questions, programs)):
+            turn = f"{where}.questions[{k}]"
+            if not isinstance(question, str) or not question.strip():
+                raise RecordError(f"{turn}: expected a non-empty string")
+            try:
+                gold = run_program(program)
+            except ValueError as e:
+                raise RecordError(f"{where}.programs[{k}]: {program!r}: {e}") from None
+            if k == len(programs) - 1 and not _same_gold(gold, conv.get("answer")):
+                raise RecordError(f"{where}.programs[{k}]: the last program gives {gold!r} but "
+                                  f"field 'answer' is {conv.get('answer')!r}")
+            shown = "".join(f"Q: {q}\nA: {a}\n" for q, a in history)
+            yield turn, {"id": f"{cid}:turn{k}", "conversation_id": str(cid), "turn": k, "text": context,
+                         "question": question, "history": [list(h) for h in history],
+                         "query": CONV_QA_PROMPT.format(text=context, question=question,
+                                                        history=f"Conversation so far:\n{shown}\n" if shown else ""),
+                         "answer": format_gold(gold), "exe_ans": gold, "program": program}
+            m = _ONLY_PCT.match(program)
+            history.append((question, m.group(1).replace(" ", "") if m else format_gold(gold)))
+
+
+def _same_gold(gold, answer) -> bool:
+    if isinstance(gold, str) or isinstance(answer, str):
+        return str(gold).strip().lower() == str(answer).strip().lower()
+    try:
+        return round(float(answer), 5) == gold
+    except (TypeError, ValueError):
+        return False
+
+
+# -- FinanceBench (open-source sample) --------------------------------------------------
+
+def read_financebench(path: str) -> Iterator[tuple[str, dict]]:
+    """FinanceBench JSON Lines: financebench_id, company, doc_name, question, answer and
+    `evidence` (passages from the filing). Open QA with the evidence passages in the prompt;
+    the row id is the financebench_id."""
+    for where, rec, err in read_raw(path, split="test"):
+        if err is not None:
+            raise RecordError(f"{where}: {err}")
+        if not isinstance(rec, dict):
+            raise RecordError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for key in ("financebench_id", "question", "answer"):
+            if not isinstance(rec.get(key), str) or not rec[key].strip():
+                raise RecordError(f"{where}: field '{key}': missing or not a non-empty string")
+        ev = rec.get("evidence")
+        if not isinstance(ev, list) or not ev:
+            raise RecordError(f"{where}: field 'evidence': expected a non-empty list of passages")
+        passages = []
+        for j, e in enumerate(ev):
+            text = e.get("evidence_text") if isinstance(e, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise RecordError(f"{where}: field 'evidence'[{j}]: no evidence_text")
+            doc = e.get("doc_name") or rec.get("doc_name") or "filing"
+            passages.append(f"Evidence {j + 1} ({doc}):\n{text.strip()}")
+        context = "\n\n".join(passages)
+        company = str(rec.get("company") or "the company")
+        yield where, {"id": rec["financebench_id"], "financebench_id": rec["financebench_id"],
+                      "company": company, "doc_name": rec.get("doc_name"), "text": context,
+                      "question": rec["question"], "answer": rec["answer"],
+                      "question_type": rec.get("question_type"),
+                      "question_reasoning": rec.get("question_reasoning"),
+                      "query": EVIDENCE_QA_PROMPT.format(company=company, text=context,
+                                                         question=rec["question"].strip())}
+
+
 READERS = {"tweets": read_tweets, "mmlu": read_mmlu, "conll_ner": read_conll_ner,
-           "finqa": read_finqa, "tatqa": read_tatqa}
+           "finqa": read_finqa, "tatqa": read_tatqa, "convfinqa": read_convfinqa,
+           "financebench": read_financebench}

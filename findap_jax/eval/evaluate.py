@@ -12,7 +12,7 @@ from pathlib import Path
 
 from findap_jax.config import comma_list
 from findap_jax.eval.report import capability_table, compare_chart, read_results
-from findap_jax.eval.runner import run_task
+from findap_jax.eval.runner import model_judge, run_task
 from findap_jax.eval.tasks import get_task, load_rows
 
 
@@ -42,6 +42,23 @@ def resolve_eval_model(path: str) -> str:
     return path
 
 
+def load_judge(cfg, model, tokenizer, tasks, mesh=None):
+    """(judge callable or None, its name) for the `task:judge` entries of cfg.tasks: the model
+    at cfg.judge (any load_pretrained path), or the evaluated model itself when it is ""."""
+    spec = cfg.get("judge", "")
+    if not isinstance(spec, str):
+        raise ValueError(f"judge: expected a model path (string), got {spec!r}")
+    if not any(mode == "judge" for _, _, mode in tasks):
+        if spec:
+            raise ValueError(f"judge: {spec!r} is set but no task runs in judge mode "
+                             f"(e.g. financebench:judge; tasks={cfg.tasks})")
+        return None, ""
+    if spec:
+        from findap_jax.checkpoints.loader import load_pretrained
+        model, tokenizer = load_pretrained(resolve_eval_model(spec), dtype=cfg.get("dtype", "float32"), mesh=mesh)
+    return model_judge(model, tokenizer, cfg.batch_size), spec or "self (the evaluated model)"
+
+
 def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, dict]:
     """Run cfg.tasks on an in-memory model (also used inside training).
     Returns ({key: metrics}, {key: prediction records})."""
@@ -50,14 +67,18 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, d
     for name in files:
         if name not in {t.name for _, t, _ in tasks}:
             raise KeyError(f"files: {name!r} is not among the tasks run ({cfg.tasks})")
+    judge, judge_name = load_judge(cfg, model, tokenizer, tasks, mesh)   # before the long part
     results, predictions = {}, {}
     for key, task, mode in tasks:
         rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit)
         res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
                              batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,
-                             row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh)
+                             row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh,
+                             judge=judge)
         primary = res["primary"]
         res.update(split=task.split, capability=task.capability, domain=task.domain)
+        if mode == "judge":
+            res["judge"] = judge_name
         results[key], predictions[key] = res, recs
         log(f"eval {key}: {primary}={res[primary]:.4f} n={res['n']} ({res['examples_per_s']:.2f} ex/s, {mode})")
     return results, predictions

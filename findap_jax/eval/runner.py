@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from findap_jax.eval.loglik import encode_pair, score
-from findap_jax.eval.scoring import PRIMARY, example_score, extract, task_metrics
+from findap_jax.eval.scoring import JUDGE_PRIMARY, PRIMARY, example_score, extract, task_metrics
 from findap_jax.eval.tasks import EvalTask
 
 
@@ -63,23 +63,45 @@ def _generate(model, tokenizer, task, rows, mode, chat, opts):
     return preds, {"truncated": truncated}
 
 
+def model_judge(model, tokenizer, batch_size: int = 16):
+    """A judge for judge mode: greedy chat-templated replies of a local model (prompts too
+    long for its context keep their end)."""
+    from findap_jax.eval.openqa import JUDGE_MAX_NEW_TOKENS
+    from findap_jax.generation.sampler import encode_prompts, fit_prompts, generate_from_ids
+
+    budget = min(JUDGE_MAX_NEW_TOKENS, max(1, model.cfg.max_position_embeddings // 2))
+
+    def judge(prompts: list[str]) -> list[str]:
+        encoded, _ = fit_prompts(model, encode_prompts(tokenizer, prompts, True, None), budget)
+        return generate_from_ids(model, tokenizer, encoded, max_new_tokens=budget, batch_size=batch_size)
+    return judge
+
+
 def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: str | None = None,
              chat: bool = True, **opts) -> tuple[dict, list[dict]]:
-    """Score one task. Returns (metrics with n, mode and examples_per_s; prediction records)."""
+    """Score one task. Returns (metrics with n, mode and examples_per_s; prediction records).
+    Judge mode needs opts["judge"]: a callable(list of prompts) -> list of replies."""
     mode = mode or task.mode
     if mode not in task.modes:
         raise ValueError(f"task {task.name} has no {mode!r} mode (modes: {', '.join(task.modes)})")
     if mode == "loglik" and not task.needs_choices:
         raise ValueError(f"task {task.name}: log-likelihood scoring needs choices")
+    if mode == "judge" and opts.get("judge") is None:
+        raise ValueError(f"task {task.name}: judge mode needs a judge model (config key `judge`)")
     prompts = [prompt_text(tokenizer, task, mode, row, chat, opts.get("system")) for row in rows]
     t0 = time.perf_counter()
     if mode == "loglik":
         preds, stats = _loglik(model, tokenizer, task, rows, prompts, chat, opts)
     else:
         preds, stats = _generate(model, tokenizer, task, rows, mode, chat, opts)
+    if mode == "judge":
+        from findap_jax.eval.openqa import judge_answers
+        for pr, verdict in zip(preds, judge_answers(opts["judge"], rows, [p["pred"] for p in preds])):
+            pr.update(verdict)
     seconds = time.perf_counter() - t0
     result = task_metrics(task, rows, preds, mode)
-    result.update(n=len(rows), mode=mode, primary=PRIMARY[task.answer_type], seconds=round(seconds, 2),
+    primary = JUDGE_PRIMARY if mode == "judge" else PRIMARY[task.answer_type]
+    result.update(n=len(rows), mode=mode, primary=primary, seconds=round(seconds, 2),
                   examples_per_s=round(len(rows) / max(seconds, 1e-9), 3), **stats)
     records = []
     for row, text, pr in zip(rows, prompts, preds):
@@ -89,5 +111,7 @@ def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: st
         if mode == "loglik":
             rec.update(choices=row["choices"], loglik=pr["loglik"], greedy=pr["greedy"],
                        pred_norm=pr["pred_norm"])
+        if mode == "judge":
+            rec.update(score=float(pr["judge"] == "correct"), judge=pr["judge"], judge_reply=pr["judge_reply"])
         records.append(rec)
     return result, records

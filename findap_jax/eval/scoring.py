@@ -12,7 +12,8 @@ from findap_jax.eval.extract import extract_choice, extract_label, extract_numbe
 
 # answer type -> primary metric (the one reports and charts show)
 PRIMARY = {"choice": "accuracy", "label": "accuracy", "number": "numeric_match", "text": "rougeL",
-           "entities": "entity_f1", "tatqa": "tatqa_f1", "finqa": "execution_accuracy"}
+           "entities": "entity_f1", "tatqa": "tatqa_f1", "finqa": "execution_accuracy", "open_qa": "rougeL"}
+JUDGE_PRIMARY = "judge_accuracy"   # any task scored in judge mode
 
 
 def parse_entities(text: str, types: Sequence[str] = ("PER", "ORG", "LOC", "MISC")) -> set:
@@ -49,6 +50,9 @@ def extract(task, row: dict, text: str):
         if yn and (len(parts) > 1 or extract_number(text) is None) and not re.search(r"\d", parts[-1]):
             return yn[-1]
         return extract_number_text(text)   # as written: the official rule rounds to its precision
+    if kind == "open_qa":
+        from findap_jax.eval.openqa import answer_span
+        return answer_span(text)
     return (text or "").strip()
 
 
@@ -68,6 +72,8 @@ def example_score(task, row: dict, pred) -> float:
     if kind == "finqa":
         from findap_jax.eval.official import finqa_match
         return float(finqa_match(pred, row["exe_ans"]))
+    if kind == "open_qa":
+        return M.rouge([pred or ""], [row["answer"]])["rougeL"]
     return 0.0
 
 
@@ -93,8 +99,21 @@ def task_metrics(task, rows: Sequence[dict], preds: Sequence[dict], mode: str) -
         out["tatqa_em"], out["tatqa_f1"] = float(np.mean([x[0] for x in s])), float(np.mean([x[1] for x in s]))
     elif kind == "finqa":
         out["execution_accuracy"] = float(np.mean([example_score(task, r, x) for r, x in zip(rows, p)]))
+    elif kind == "open_qa":
+        from findap_jax.eval.openqa import gold_numbers_found
+        out.update(M.rouge([x or "" for x in p], [r["answer"] for r in rows]))
+        found = [gold_numbers_found(r["answer"], x) for r, x in zip(rows, p)]
+        found = [f for f in found if f is not None]   # rows whose gold answer has a number
+        out["n_numeric"] = len(found)
+        if found:
+            out["numeric_match"] = float(np.mean(found))
     else:
         out.update(M.rouge(p, [r["answer"] for r in rows]))
-    if mode == "generate" and kind not in ("text", "entities", "tatqa"):
+    if mode in ("generate", "judge") and kind not in ("text", "entities", "tatqa"):
         out["no_answer"] = float(np.mean([x is None for x in p]))
+    if mode == "judge":
+        verdicts = [x.get("judge") for x in preds]
+        out[JUDGE_PRIMARY] = float(np.mean([v == "correct" for v in verdicts]))
+        # unparseable replies score wrong and are counted (empty answers are not asked)
+        out["judge_unparsed"] = sum(v is None for v in verdicts)
     return out

@@ -4,7 +4,8 @@ A FLARE row is {"id", "query", "answer", "text", "choices", "gold"}: `query` is 
 instruction plus context, `choices` the label words or option letters, `gold` the index
 of the right one. Tasks without choices (numeric or open QA) score `answer` instead.
 A task says how to prompt (a template over the row's fields), how to score (log-likelihood
-over choices, or generation + answer extraction) and which FinEval capability it measures.
+over choices, generation + answer extraction, or for `judge` mode generation graded by an LLM
+judge) and which FinEval capability it measures.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from findap_jax.data.records import RecordError, expand, read_raw, str_field
 PACKAGE = Path(__file__).parents[1]
 BUNDLED = PACKAGE / "eval" / "bundled"
 
-MODES = ("loglik", "generate")
-ANSWER_TYPES = ("choice", "label", "number", "text", "entities", "tatqa", "finqa")
+MODES = ("loglik", "generate", "judge")   # judge: generate, then an LLM judges the answer
+ANSWER_TYPES = ("choice", "label", "number", "text", "entities", "tatqa", "finqa", "open_qa")
 SPLITS = ("similar", "novel")
 CAPABILITIES = ("concepts", "tasks", "reasoning", "instruction_following")
 
@@ -27,6 +28,8 @@ CHOICE_COT = ("{query}\n\nThink step by step, then give your final answer on the
 CHOICE_DIRECT = "{query}\nAnswer with the letter of the correct option.\nAnswer:"
 NUMBER_COT = ("{query}\n\nWork it out step by step, then give the final number on the last line "
               "as \"Answer: <number>\".")
+OPEN_QA = ("{query}\n\nAnswer in one or two sentences, with units for numbers, on the last line as "
+           "\"Answer: <answer>\".")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +37,7 @@ class EvalTask:
     """How one benchmark is prompted, scored and reported."""
     name: str
     files: tuple[str, ...]            # globs; relative ones resolve against data_dir
-    answer_type: str                  # choice (letters), label (words), number, text
+    answer_type: str                  # choice (letters), label (words), number, text, ... (ANSWER_TYPES)
     split: str                        # FinEval axis: similar | novel
     capability: str                   # concepts | tasks | reasoning | instruction_following
     domain: str = "finance"
@@ -55,6 +58,10 @@ class EvalTask:
             raise ValueError(f"task {self.name}: split must be in {SPLITS}, capability in {CAPABILITIES}")
         if self.mode not in self.modes:
             raise ValueError(f"task {self.name}: default mode {self.mode!r} has no prompt")
+        if not set(self.modes) <= set(MODES):
+            raise ValueError(f"task {self.name}: modes must be in {MODES}")
+        if "judge" in self.modes and self.needs_choices:
+            raise ValueError(f"task {self.name}: judge mode is for free-form answers, not choices")
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -222,3 +229,15 @@ register(EvalTask(
     name="finqa", files=("finqa/dev.json",), reader="finqa", answer_type="finqa", split="novel",
     capability="reasoning", mode="generate", metrics=("execution_accuracy",), max_new_tokens=384,
     prompts=(("generate", NUMBER_COT),), source="FinQA dev sample (MIT)"))
+register(EvalTask(
+    name="convfinqa", files=("convfinqa_pot/convfinqa_dev.json",), reader="convfinqa",
+    answer_type="finqa", split="novel", capability="reasoning", mode="generate",
+    metrics=("execution_accuracy",), max_new_tokens=384, prompts=(("generate", NUMBER_COT),),
+    source="ConvFinQA dev sample, one row per turn with the gold history (Program-of-Thoughts "
+           "packaging, MIT)"))
+register(EvalTask(
+    name="financebench", files=("financebench/financebench_open_source.jsonl",), reader="financebench",
+    answer_type="open_qa", split="novel", capability="tasks", mode="generate",
+    metrics=("rougeL", "numeric_match"), max_new_tokens=256,
+    prompts=(("generate", OPEN_QA), ("judge", OPEN_QA)),
+    source="FinanceBench open-source sample with evidence passages (CC BY-NC 4.0, non-commercial)"))
