@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/forward_throughput.py
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/decode.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

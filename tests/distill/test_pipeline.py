@@ -83,6 +83,17 @@ def test_scripted_judge_gives_exactly_the_expected_pairs(tmp_path):
     assert json.loads((tmp_path / "out" / "pairs.jsonl.stats.json").read_text()) == stats
 
 
+def test_fap_only_asks_no_step_corrections(tmp_path):
+    asked = []
+
+    def judge(prompts, attempt):
+        asked.extend(prompts)
+        return scripted_judge(prompts, attempt)
+    stats = distill(_cfg(tmp_path, scp=False), scripted_sampler, judge, log=lambda *_: None)
+    assert stats["fap_pairs"] == 4 and stats["scp_pairs"] == 0 and stats["scp_dropped"] == {}
+    assert not any("Wrong solution" in p for p in asked)
+
+
 def test_interrupted_run_resumes_to_the_same_file(tmp_path):
     (tmp_path / "a").mkdir()
     full = _cfg(tmp_path / "a")

@@ -2,9 +2,8 @@
 signal) add to the final-answer pairs (outcome signal).
 
 This is the FAP + SCP arm: the full CPU recipe, whose distillation writes both pair types
-(distill/pairs.jsonl, counted in distill/pairs.jsonl.stats.json). The FAP-only arm has no
-config file: findap_jax/distill always asks the judge for SCP corrections of wrong
-trajectories and there is no setting that turns SCP off.
+(distill/pairs.jsonl, counted in distill/pairs.jsonl.stats.json). The FAP-only arm is
+fap_only.py (`distill.scp=False`).
 
     findap-jax recipe --config=configs/recipes/ablations/fap_scp.py --workdir runs/ablations/fap_scp
 """
