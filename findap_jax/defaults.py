@@ -98,6 +98,7 @@ def eval_tasks_config(**overrides) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(dict(
         tasks="fpb,cfa_mini,finqa_mini",  # comma list; "task:loglik" / "task:generate" picks a mode
         limit=0,                  # first N rows of each task (0 = all)
+        sample_seed=-1,           # >= 0: a seeded random sample of `limit` rows instead of the first
         data_dir="",              # root the tasks' relative files resolve against ("" = bundled)
         files=ml_collections.ConfigDict(),  # {task: glob} replaces a task's files
         chat=True,                # prompts as one chat-templated user turn

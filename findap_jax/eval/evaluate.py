@@ -70,7 +70,7 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, d
     judge, judge_name = load_judge(cfg, model, tokenizer, tasks, mesh)   # before the long part
     results, predictions = {}, {}
     for key, task, mode in tasks:
-        rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit)
+        rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit, cfg.sample_seed)
         res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
                              batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,
                              row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh,

@@ -136,9 +136,17 @@ def resolve_files(task: EvalTask, data_dir: str = "", files: str | list | None =
     return expand(out)
 
 
-def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0) -> list[dict]:
-    """All rows of a task in file order (first `limit` when > 0); the first bad row raises
-    RecordError naming file, line and field. Row ids must be unique."""
+def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0,
+              sample_seed: int = -1) -> list[dict]:
+    """All rows of a task in file order; with `limit` > 0 the first `limit` rows, or with
+    sample_seed >= 0 a seeded random sample of `limit` rows (kept in file order: files
+    sorted by label or source make the first rows unrepresentative). The first bad row
+    raises RecordError naming file, line and field. Row ids must be unique."""
+    if limit and sample_seed >= 0:
+        import random
+        rows = load_rows(task, data_dir, files)
+        keep = sorted(random.Random(sample_seed).sample(range(len(rows)), min(limit, len(rows))))
+        return [rows[i] for i in keep]
     rows, seen = [], {}
     for path in resolve_files(task, data_dir, files):
         for where, rec in _read(task.reader, path):

@@ -82,3 +82,15 @@ def test_data_dir_and_unknown_task(tmp_path):
         get_task("fbp")
     with pytest.raises(FileNotFoundError, match="no files match"):
         load_rows(get_task("tatqa"), data_dir=str(tmp_path))
+
+
+def test_seeded_sample_is_a_fixed_representative_subset():
+    task = get_task("fpb")
+    first = load_rows(task, limit=100)
+    a, b = load_rows(task, limit=100, sample_seed=0), load_rows(task, limit=100, sample_seed=0)
+    everything = load_rows(task)
+    assert [r["id"] for r in a] == [r["id"] for r in b] != [r["id"] for r in first]
+    order = {r["id"]: i for i, r in enumerate(everything)}
+    assert [order[r["id"]] for r in a] == sorted(order[r["id"]] for r in a)   # file order kept
+    share = lambda rows: sum(r["gold"] == 1 for r in rows) / len(rows)       # neutral
+    assert abs(share(a) - share(everything)) < 0.12
