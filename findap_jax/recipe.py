@@ -71,7 +71,7 @@ class Recipe:
         self.cfg, self.dir, self.log = cfg, Path(workdir), log
         self.stages = _stages(cfg)
         from findap_jax.train.trainer import check_workdir
-        check_workdir(self.dir)
+        check_workdir(workdir)
         self.evals: list[tuple[str, Path]] = []   # (label, eval dir) in run order
         self.curves: dict[str, Path] = {}         # stage -> metrics.jsonl
         self.notes: list[str] = []
@@ -81,9 +81,13 @@ class Recipe:
         return self.dir / f".{name}.done"
 
     def _finish(self, name: str, info: dict) -> None:
-        tmp = self._done(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        tmp.replace(self._done(name))
+        """Mark a stage complete (process 0 writes; every process waits for it)."""
+        import jax
+        if jax.process_index() == 0:
+            tmp = self._done(name).with_suffix(".tmp")
+            tmp.write_text(json.dumps(info, indent=1))
+            tmp.replace(self._done(name))
+        _barrier(f"recipe_{name}")
 
     def _info(self, name: str) -> dict | None:
         p = self._done(name)
@@ -144,7 +148,9 @@ class Recipe:
             out.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
             self.log(f"[recipe] distill: policy {policy}, judge {dcfg.judge or 'the policy'}")
-            stats = run_distill(dcfg, log=self.log)
+            import jax
+            # one writer: on several hosts, process 0 distils and the others wait at _finish
+            stats = run_distill(dcfg, log=self.log) if jax.process_index() == 0 else {}
             info = {"seconds": time.time() - t0, "stats": stats}
             self._finish("distill", info)
         else:
@@ -186,9 +192,19 @@ class Recipe:
             elif name == "rpo":
                 current = self.train("rpo", stage1, self.rpo_data(pairs, n_pairs))
                 self.evaluate("rpo", current)
+        import jax
+        if jax.process_index() != 0:
+            return self.dir / "report.md"
         report = write_report(self.dir, self.evals, self.curves, self.notes)
         self.log(f"[recipe] done in {time.time() - t0:.0f} s (this run); report: {report}")
         return report
+
+
+def _barrier(name: str) -> None:
+    import jax
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def chat_check(model_path: str, max_new_tokens: int, out_dir: Path) -> dict:
@@ -205,6 +221,9 @@ def chat_check(model_path: str, max_new_tokens: int, out_dir: Path) -> dict:
                              max_new_tokens)
     outs = generate_ids(model, encoded, eos_ids=tok.eos_ids, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
     ended = [len(o) < max_new_tokens for o in outs]
+    import jax
+    if jax.process_index() != 0:
+        return {"n": len(prompts), "ended": sum(ended), "max_new_tokens": max_new_tokens}
     with open(out_dir / "chat_check.jsonl", "w") as f:
         for p, o, e in zip(prompts, outs, ended):
             f.write(json.dumps({"id": p["id"], "prompt": p["prompt"], "reply": tok.decode(o),

@@ -65,8 +65,12 @@ def pad_rows(batch: dict, rows: int) -> dict:
     return {k: np.concatenate([v, np.zeros((rows - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
 
 
-def check_workdir(workdir: Path) -> None:
+def check_workdir(workdir: str | os.PathLike) -> None:
     """Refuse to start when the workdir cannot be written (instead of failing at a save)."""
+    if "://" in str(workdir):   # Path("gs://b/x") would silently become the local "gs:/b/x"
+        raise ValueError(f"{workdir}: URL workdirs are not supported; mount the bucket (e.g. gcsfuse, "
+                         "as launch/tpu_pod.sh does) and pass the local path")
+    workdir = Path(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         # One probe per process: hosts sharing a workdir must not delete each other's probe.
@@ -121,8 +125,8 @@ def _log_writer(workdir: Path):
 
 class Trainer:
     def __init__(self, cfg, workdir: str | os.PathLike, *, log=print):
+        check_workdir(workdir)
         self.cfg, self.workdir, self.log = cfg, Path(workdir), log
-        check_workdir(self.workdir)
         tc = cfg.train
         self.mesh = make_mesh(dict(cfg.run.mesh))
         dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]

@@ -6,9 +6,9 @@ import pytest
 from findap_jax.data.contamination import check, eval_rows_for, overlap
 from findap_jax.data.registry import default_specs
 from findap_jax.data.tasks import TaskSpec
-from findap_jax.eval.tasks import get_task, load_rows
+from findap_jax.eval.tasks import TASKS, get_task, load_rows
 
-ALL_EVAL = "fpb,tweets_sentiment,finner,mmlu_finance,tatqa,cfa_mini,finqa_mini,finqa"
+ALL_EVAL = ",".join(TASKS)   # every registered eval task, convfinqa and financebench included
 
 
 def test_bundled_training_data_does_not_overlap_eval_tasks():

@@ -67,6 +67,9 @@ def test_unwritable_workdir_refuses_to_start(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="work directory is not writable"):
         check_workdir(blocker / "run")  # works as root too, unlike chmod
+    with pytest.raises(ValueError, match="URL workdirs are not supported"):
+        check_workdir("gs://bucket/run")
+    assert not (Path.cwd() / "gs:").exists()
 
 
 def _train_cmd(model, workdir, steps):
