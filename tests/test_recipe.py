@@ -75,3 +75,21 @@ def test_stage_list_is_checked():
         cfg.stages = bad
         with pytest.raises(ValueError, match=msg):
             Recipe(cfg, "/tmp/unused-recipe-dir")
+
+
+def test_rpo_trains_on_distilled_pairs_mixed_with_general_pairs(tiny_chat_model, tmp_path):
+    pairs = tmp_path / "distill" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}? Answer with A, B or C.",
+                                         "chosen": "Step 1: check. The answer is [[A]].",
+                                         "rejected": "The answer is [[B]].", "type": "fap"}) + "\n"
+                             for i in range(6)))
+    cfg = _cfg(tiny_chat_model, distilled_share="0.5")
+    r = Recipe(cfg, tmp_path, log=lambda *_: None)
+    data = r.rpo_data(pairs, 6)
+    assert data["mixture"] == "custom" and data["rates"] == {"distilled_pairs": 0.5,
+                                                              "findap_preference": 0.5}
+    final = r.train("rpo", str(tiny_chat_model), data)
+    assert Path(final).is_dir() and r.notes == []
+    saved = json.loads((tmp_path / "rpo" / "config.json").read_text())["data"]
+    assert saved["tasks"]["distilled_pairs"]["train"] == str(pairs) and saved["mixture"] == "custom"
