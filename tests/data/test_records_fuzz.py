@@ -4,18 +4,16 @@ import json
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from findap_jax.data.records import RecordError, SkipCounter, read_records, validate
+from tests.fuzz_strategies import FUZZ, near_misses
+from tests.fuzz_strategies import json_values as json_values_of
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KINDS = ("cpt", "chat", "preference", "cfa")
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8)
+json_values = json_values_of(10)
 roles = st.sampled_from(["system", "user", "assistant", "robot", "", "User"]) | json_values
 messages = st.lists(st.fixed_dictionaries({"role": roles, "content": st.text(max_size=10) | json_values}),
                     max_size=3) | json_values
@@ -39,19 +37,8 @@ VALID = {   # a valid record of each schema
 }
 valid = st.one_of(*VALID.values())
 
-def _mutate(rec, key, value, drop):
-    """Miss the schema by one field: drop it, or give it any JSON value (or leave it alone)."""
-    if key is None:
-        return rec
-    rec = dict(rec)
-    if drop:
-        rec.pop(key, None)
-    else:
-        rec[key] = value
-    return rec
 
-
-near = st.builds(_mutate, valid, st.sampled_from([None, None, *fields]), json_values, st.booleans())
+near = near_misses(valid, fields, json_values)
 records = near | st.fixed_dictionaries({}, optional=fields) | json_values
 record_lines = records.map(lambda r: json.dumps(r, ensure_ascii=False).encode("utf-8"))
 

@@ -4,12 +4,11 @@ import json
 import string
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from findap_jax.distill.judge import FAP_KEYS, SCP_KEYS, ask, parse_json, parse_reply
-
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from tests.fuzz_strategies import FUZZ
 
 # Strings without backticks: a "```" inside a value would make its own fenced candidate.
 plain = st.text(st.characters(blacklist_characters="`", blacklist_categories=("Cs",)), max_size=20)

@@ -3,13 +3,12 @@ give an answer of the right kind or None for any input, and stay fast on long on
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from findap_jax.eval.extract import (LETTERS, extract_choice, extract_label, extract_number,
                                      extract_number_text, parse_number)
-
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from tests.fuzz_strategies import FUZZ
 
 # Pieces that steer the regexes into their branches: cues, option letters, brackets,
 # currency, signs, separators, odd digits (Arabic-Indic, full-width), line ends, emoji, NUL.

@@ -3,18 +3,16 @@ scorers can use or a RecordError naming the field (and file:line) -- nothing els
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from findap_jax.data.records import RecordError
 from findap_jax.eval.tasks import EvalTask, load_rows, validate_row
+from tests.fuzz_strategies import FUZZ, near_misses
+from tests.fuzz_strategies import json_values as json_values_of
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8)
+json_values = json_values_of(8)
 answers = st.sampled_from(["12", "1,234.5", "-3%", "1e3", "nan", "inf", "½", "٣", " ", "", "x1", "1_000", "neutral"])
 fields = {"id": json_values | st.integers(0, 5).map(str), "query": st.text(max_size=8) | json_values,
           "choices": st.lists(st.sampled_from(["A", "B", "C", "", " ", "neutral"]) | json_values, max_size=4)
@@ -27,19 +25,8 @@ valid = st.fixed_dictionaries(   # a usable row for every answer type (gold may 
      "answer": answers}, optional={"text": st.text(max_size=8)})
 
 
-def _mutate(rec, key, value, drop):
-    """Miss the schema by one field: drop it, or give it any JSON value (or leave it alone)."""
-    if key is None:
-        return rec
-    rec = dict(rec)
-    if drop:
-        rec.pop(key, None)
-    else:
-        rec[key] = value
-    return rec
 
-
-near = st.builds(_mutate, valid, st.sampled_from([None, None, *fields]), json_values, st.booleans())
+near = near_misses(valid, fields, json_values)
 rows = near | st.fixed_dictionaries({}, optional=fields) | json_values
 
 
