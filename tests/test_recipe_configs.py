@@ -141,4 +141,4 @@ def test_pa_ablations():
     assert _stages(_load("ablations/fap_scp.py")) == ["cpt_it", "distill", "rpo"]
     assert _load("ablations/fap_scp.py").distill.scp and not _load("ablations/fap_only.py").distill.scp
     mixed = _load("ablations/pa_general_pairs.py", "0.25")
-    assert mixed.distilled_share == 0.25 and mixed.general_pairs == "findap_preference"
+    assert mixed.distilled_share == 0.25 and mixed.general_pairs == "findap_general_preference"

@@ -3,7 +3,8 @@
 Tasks (bundled files by default; any can point at the user's FinTrain downloads):
   findap_finance_cpt, findap_general_cpt   CPT text
   findap_finance_it,  findap_general_it    chat instructions (finance_it has a validation split)
-  findap_preference                        preference pairs
+  findap_preference                        finance preference pairs (written here)
+  findap_general_preference                general preference pairs (HH-RLHF harmless-base)
 Mixtures:
   findap_joint       FinDAP's CPT+IT rate mixture: CPT:IT and finance:general within each
   findap_joint_downsample   CPT examples cut to the IT example count (FinDAP's public code)
@@ -30,11 +31,14 @@ def default_specs(root: str | Path = BUNDLED) -> dict[str, TaskSpec]:
     return {
         "finance_cpt": TaskSpec("cpt", {"train": str(r / "finance_cpt" / "*.jsonl")}),
         "general_cpt": TaskSpec("cpt", {"train": str(r / "general_cpt" / "*.jsonl")}),
+        # FPB train, tweets train, the FIN5 training side, FinQA train and written Q&A;
+        # FPB dev is the validation split
         "finance_it": TaskSpec("chat", {"train": [str(r / "fpb" / "train.jsonl"),
                                                   str(r / "finance_it" / "*.jsonl")],
                                         "validation": str(r / "fpb" / "dev.jsonl")}),
         "general_it": TaskSpec("chat", {"train": str(r / "general_it" / "*.jsonl")}),
         "preference": TaskSpec("preference", {"train": str(r / "preference" / "*.jsonl")}),
+        "general_preference": TaskSpec("preference", {"train": str(r / "general_preference" / "*.jsonl")}),
     }
 
 

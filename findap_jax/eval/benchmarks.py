@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import io
 import json
 import math
@@ -124,6 +125,7 @@ def entities(tagged: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def read_conll_ner(path: str) -> Iterator[tuple[str, dict]]:
+    """Every sentence of a CoNLL file as an NER row (id: file name + sentence index)."""
     base = os.path.basename(path)
     for i, (where, sent) in enumerate(conll_sentences(path)):
         text = " ".join(t for t, _ in sent)
@@ -131,6 +133,26 @@ def read_conll_ner(path: str) -> Iterator[tuple[str, dict]]:
         answer = "\n".join(f"{e}, {t}" for e, t in ents) or "None"
         yield where, {"id": f"{base}:{i}", "text": text, "query": NER_PROMPT.format(text=text),
                       "answer": answer, "entities": [list(e) for e in ents]}
+
+
+FIN5_TEST_SHARE = 30   # percent of FIN5 sentences held out for `finner`; training gets the rest
+
+
+def fin5_split(sentence: str) -> str:
+    """The side ("test" or "train") of a FIN5 sentence, by a hash of its text: a sentence
+    and every exact repeat of it fall on one side whatever the file order."""
+    h = int(hashlib.sha1(sentence.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "test" if h < FIN5_TEST_SHARE else "train"
+
+
+def read_finner(path: str) -> Iterator[tuple[str, dict]]:
+    """`finner` rows: of a FIN5 file (FIN5 is the official train file, so the name contains
+    FIN5) only the held-out test sentences, which no training file holds; of any other
+    CoNLL file (e.g. the official FIN3 test file) every sentence."""
+    heldout = "FIN5" in os.path.basename(path)
+    for where, row in read_conll_ner(path):
+        if not heldout or fin5_split(row["text"]) == "test":
+            yield where, row
 
 
 def _load_json(path: str):
@@ -349,5 +371,5 @@ def read_financebench(path: str) -> Iterator[tuple[str, dict]]:
 
 
 READERS = {"tweets": read_tweets, "mmlu": read_mmlu, "conll_ner": read_conll_ner,
-           "finqa": read_finqa, "tatqa": read_tatqa, "convfinqa": read_convfinqa,
+           "finner": read_finner, "finqa": read_finqa, "tatqa": read_tatqa, "convfinqa": read_convfinqa,
            "financebench": read_financebench}

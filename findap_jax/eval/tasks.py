@@ -217,10 +217,11 @@ register(EvalTask(
     metrics=("accuracy", "macro_f1"), max_new_tokens=8,
     source="zeroshot/twitter-financial-news-sentiment validation sample (MIT)"))
 register(EvalTask(
-    name="finner", files=("finner_sec/train_FIN5.txt",), reader="conll_ner", answer_type="entities",
+    name="finner", files=("finner_sec/train_FIN5.txt",), reader="finner", answer_type="entities",
     split="similar", capability="tasks", mode="generate", prompts=(("generate", "{query}"),),
     metrics=("entity_f1",), max_new_tokens=128,
-    source="FIN5 CoNLL sentences from SEC credit agreements (Salinas Alvarado et al. 2015, CC BY 3.0)"))
+    source="FIN5 CoNLL sentences from SEC credit agreements, the 30% hash-held-out test part "
+           "(Salinas Alvarado et al. 2015, CC BY 3.0)"))
 register(EvalTask(
     name="mmlu_finance", files=("mmlu_finance/*_test.csv",), reader="mmlu", answer_type="choice",
     split="novel", capability="concepts", mode="loglik",

@@ -12,10 +12,17 @@ ALL_EVAL = ",".join(TASKS)   # every registered eval task, convfinqa and finance
 
 
 def test_bundled_training_data_does_not_overlap_eval_tasks():
+    """Every default training task (the joint CPT+IT mixture's four, both preference sets)
+    against every registered eval task: zero rows share a 13-gram."""
     report = overlap(default_specs(), eval_rows_for(ALL_EVAL))
+    assert set(report) == {"finance_cpt", "general_cpt", "finance_it", "general_it", "preference",
+                           "general_preference"}
+    assert all(set(per) == set(TASKS) for per in report.values())
     hits = {(t, e): r for t, per in report.items() for e, r in per.items() if r["rows"]}
     assert hits == {}
     assert report["finance_it"]["fpb"]["of"] == 985   # 11 sentences have under 6 words
+    assert report["finance_it"]["finner"]["of"] == 261   # of 332 held-out sentences (71 under 6 words)
+    assert report["finance_it"]["tweets_sentiment"]["of"] == 377
 
 
 def test_a_leaked_sentence_and_a_leaked_tweet_are_found(tmp_path):

@@ -132,8 +132,9 @@ def test_hosts_read_disjoint_shards(tok):
     assert rows[0] and rows[1] and not set(rows[0]) & set(rows[1])
 
 
-def test_preference_pairs_share_the_prompt(tok):
-    cfg = _cfg(seq_len=128, batch_size=2, mixture="findap_preference")
+@pytest.mark.parametrize("mixture,seq_len", [("findap_preference", 128), ("findap_general_preference", 512)])
+def test_preference_pairs_share_the_prompt(tok, mixture, seq_len):
+    cfg = _cfg(seq_len=seq_len, batch_size=2, mixture=mixture)
     register(cfg, tok)
     batch = next(build_dataset(cfg, num_epochs=1, shuffle=False, shard=(0, 1)).as_numpy_iterator())
     for i in range(2):

@@ -5,15 +5,30 @@ import json
 import pytest
 
 from findap_jax.data.records import RecordError
-from findap_jax.eval.benchmarks import entities, read_conll_ner, read_mmlu, read_tatqa, read_tweets
-from findap_jax.eval.tasks import get_task, load_rows
+from findap_jax.eval.benchmarks import (entities, fin5_split, read_conll_ner, read_finner, read_mmlu,
+                                        read_tatqa, read_tweets)
+from findap_jax.eval.tasks import get_task, load_rows, resolve_files
 
 
-@pytest.mark.parametrize("task,n", [("tweets_sentiment", 400), ("mmlu_finance", 718), ("finner", 1164),
+@pytest.mark.parametrize("task,n", [("tweets_sentiment", 400), ("mmlu_finance", 718), ("finner", 332),
                                     ("tatqa", 1668), ("finqa", 80)])
 def test_converters_keep_every_record(task, n):
     rows = load_rows(get_task(task))
     assert len(rows) == n and len({r["id"] for r in rows}) == n
+
+
+def test_fin5_is_read_whole_and_finner_scores_only_its_held_out_side(tmp_path):
+    path = resolve_files(get_task("finner"))[0]
+    rows = [r for _, r in read_conll_ner(path)]
+    assert len(rows) == 1164 and len({r["id"] for r in rows}) == 1164
+    sides = [fin5_split(r["text"]) for r in rows]
+    assert (sides.count("train"), sides.count("test")) == (832, 332)
+    test_ids = [r["id"] for r in load_rows(get_task("finner"))]
+    assert test_ids == [r["id"] for r, s in zip(rows, sides) if s == "test"]
+    # a CoNLL file that is not FIN5 (e.g. the official FIN3 test file) is read whole
+    other = tmp_path / "test_FIN3.txt"
+    other.write_text(open(path, encoding="utf-8").read(), encoding="utf-8")
+    assert sum(1 for _ in read_finner(str(other))) == 1164
 
 
 def test_converted_rows_carry_the_gold():

@@ -1,9 +1,10 @@
 """Ablation (paper App. B): general-domain data in preference alignment is unnecessary.
 
 Argument: the share of distilled pairs in the RPO mixture (default 0.5; 1.0 is the recipe's
-distilled-only setting); the rest comes from `general_pairs`. The bundled pairs behind the
-default general_pairs ("findap_preference") are a small finance set, so to test the paper's
-claim register a general preference set (jsonl rows with prompt / chosen / rejected):
+distilled-only setting); the rest comes from `general_pairs`: here the bundled general-domain
+pairs `findap_general_preference` (998 HH-RLHF harmless-base pairs). To test the paper's
+claim at scale, register a larger general preference set (jsonl rows with prompt / chosen /
+rejected):
 
     findap-jax recipe --config=configs/recipes/ablations/pa_general_pairs.py:0.5 \
         --workdir runs/ablations/pa_general_0.5 \
@@ -26,5 +27,5 @@ def get_config(arg=None):
     cfg = common["cpu_recipe"]()
     cfg.stages = "cpt_it,distill,rpo"
     cfg.distilled_share = share
-    cfg.general_pairs = "findap_preference"
+    cfg.general_pairs = "findap_general_preference"
     return cfg
