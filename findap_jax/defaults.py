@@ -54,6 +54,7 @@ def train_config() -> ml_collections.ConfigDict:
         z_loss=0.0,
         label_smoothing=0.0,
         per_sequence=False,       # CE as the mean of per-document means
+        ce_chunk=0,               # output head + CE this many positions at a time (0: whole rows)
         beta=0.1,                 # DPO/IPO/RPO
         alpha=1.0,                # RPO: weight of the chosen NLL
         reference="live",         # live (frozen copy) or precomputed (log-prob pass first)
@@ -75,6 +76,7 @@ def run_config() -> ml_collections.ConfigDict:
         patience=1,               # early stop after this many evals without improvement (0 = off)
         max_nonfinite=3,          # stop after this many skipped non-finite steps
         export_final=True,        # write workdir/final (orbax export + tokenizer)
+        min_free_bytes=-1,        # refuse to start with less free disk (-1: ~1 checkpoint + export, 0: off)
         coordinator="",           # multi-host: coordinator address (empty: env or TPU auto)
         num_processes=0,
         process_id=-1,

@@ -1,9 +1,10 @@
 """Orbax checkpoints of the train state, with the data position and the config beside it.
 
-Layout: workdir/checkpoints/<step>/{state, data} written atomically by orbax (a
-partially written step is never listed), workdir/config.json once per run. Restores
-take abstract arrays that carry the target shardings, so a run can resume on a
-different mesh or device count.
+Layout: workdir/checkpoints/<step>/{state, data} written atomically by orbax (a save in
+progress lives in <step>.orbax-checkpoint-tmp, removed at the next start), workdir/config.json
+once per run. A <step> dir without orbax's commit marker (a half-copied workdir) is renamed
+<step>.incomplete, never restored. Restores take abstract arrays that carry the target
+shardings, so a run can resume on a different mesh or device count.
 """
 from __future__ import annotations
 
@@ -16,10 +17,36 @@ import orbax.checkpoint as ocp
 from findap_jax.train.step import TrainState
 
 
+# Written by orbax (>= 0.12) as the last file of every save, before the atomic rename.
+COMMIT_MARKER = "commit_success.txt"
+
+
+def set_aside_incomplete(ckpt_dir: Path, log=print) -> list[Path]:
+    """Rename step dirs that lack the commit marker to <step>.incomplete (kept, not listed)."""
+    moved = []
+    if not ckpt_dir.is_dir():
+        return moved
+    for d in sorted(ckpt_dir.iterdir()):
+        if d.name.isdigit() and d.is_dir() and not (d / COMMIT_MARKER).exists():
+            dst, n = d.with_name(f"{d.name}.incomplete"), 1
+            while dst.exists():
+                dst, n = d.with_name(f"{d.name}.incomplete{n}"), n + 1
+            d.rename(dst)
+            log(f"{d}: no {COMMIT_MARKER}, an incomplete checkpoint; moved to {dst.name}, not resumed from")
+            moved.append(dst)
+    return moved
+
+
 class Checkpointer:
-    def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True, log=print):
         self.dir = Path(workdir).absolute() / "checkpoints"
-        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        if jax.process_index() == 0:
+            set_aside_incomplete(self.dir, log)
+        if jax.process_count() > 1:   # the others list the steps only after the rename
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("findap_jax:checkpoints_scanned")
+        # cleanup_tmp_directories: a save cut short by kill -9 leaves <step>.orbax-checkpoint-tmp.
+        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                             enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.dir, options=opts)
 

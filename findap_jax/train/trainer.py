@@ -13,8 +13,10 @@ resumes from that step.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -79,6 +81,27 @@ def check_workdir(workdir: str | os.PathLike) -> None:
             probe.flush()
     except OSError as e:
         raise OSError(f"{workdir}: work directory is not writable: {e.strerror}") from None
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of every array (or ShapeDtypeStruct) leaf of a pytree."""
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def check_free_space(workdir: str | os.PathLike, needed: int) -> None:
+    """Refuse to start when the workdir's disk has fewer than `needed` free bytes."""
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise OSError(f"{workdir}: not enough free disk space: {human_bytes(free)} free ({free} bytes), "
+                      f"a checkpoint and the final export need about {human_bytes(needed)} ({needed} bytes); "
+                      "free some space or set run.min_free_bytes (0 = no check)")
 
 
 class StopSignal:
@@ -156,6 +179,7 @@ class Trainer:
                              f"({'preference pairs' if pref else 'LM rows'})")
         graphdef, params, rest = split_model(self.model)
         self.tx, self.schedule = make_optimizer(tc)
+        self._check_free_space(params)
         self.param_shardings = state_shardings(params, self.mesh, rules)
         self.state, self.state_shardings = init_sharded_state(params, self.tx, self.mesh, self.param_shardings)
         self.ref_params, self.ref_table = None, None
@@ -178,10 +202,22 @@ class Trainer:
                                out_shardings=(self.state_shardings, None), donate_argnums=0)
         self.graphdef, self.rest = graphdef, rest
         self.data = make_iterator(cfg.data, "train")
-        self.ckpt = Checkpointer(self.workdir, keep=cfg.run.keep, async_save=cfg.run.async_checkpoint)
+        self.ckpt = Checkpointer(self.workdir, keep=cfg.run.keep, async_save=cfg.run.async_checkpoint,
+                                 log=log)
         self.flops_per_token = train_flops_per_token(self.model.cfg, cfg.data.seq_len)
         if jax.process_index() == 0:
             write_config(self.workdir, to_json(cfg))
+
+    def _check_free_space(self, params) -> None:
+        """run.min_free_bytes < 0: this process's share of one checkpoint (params + optimizer
+        state, sized without allocating it) and of the export, x1.2; 0: no check."""
+        need = self.cfg.run.min_free_bytes
+        if need < 0:
+            ckpt = tree_bytes(params) + tree_bytes(jax.eval_shape(self.tx.init, params))
+            export = tree_bytes(params) if self.cfg.run.export_final else 0
+            need = int(1.2 * (ckpt + export) / jax.process_count())
+        if need:
+            check_free_space(self.workdir, need)
 
     # ------------------------------------------------------------------------------
     def restore_latest(self) -> int:
@@ -257,6 +293,7 @@ class Trainer:
         tc, run = self.cfg.train, self.cfg.run
         preempted = False
         start = self.restore_latest()
+        self._trim_metrics(start)
         writer = _log_writer(self.workdir)
         history: list[dict] = []
         best, bad_evals, nonfinite = math.inf, 0, 0
@@ -332,10 +369,30 @@ class Trainer:
         model = merge_model(self.graphdef, self.state.params, self.rest)
         return save_orbax(model, dst, tokenizer=self.tokenizer)
 
+    def _trim_metrics(self, start: int) -> None:
+        """Keep one metrics.jsonl line per step <= start: a run killed after its last checkpoint
+        left lines (maybe a torn one) for steps that this run computes again."""
+        path = self.workdir / "metrics.jsonl"
+        if jax.process_index() != 0 or not path.exists():
+            return
+        text = path.read_text(errors="replace")
+        kept = {}
+        for line in text.splitlines():
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(m, dict) and isinstance(m.get("step"), int) and 0 < m["step"] <= start:
+                kept[m["step"]] = line
+        new = "".join(kept[k] + "\n" for k in sorted(kept))
+        if new != text:
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text(new)
+            tmp.replace(path)
+
     def _append_metrics(self, m: dict) -> None:
         """One JSON line per step in workdir/metrics.jsonl (process 0), flushed each step."""
         if jax.process_index() == 0:
-            import json
             with open(self.workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(m) + "\n")
 
