@@ -10,7 +10,8 @@ def model_config() -> ml_collections.ConfigDict:
         dtype="float32",     # compute dtype
         param_dtype="float32",
         chat_format=ml_collections.FieldReference(None, field_type=str),
-        remat="none",
+        remat="none",        # none, full, dots, dots_no_batch
+        attention="xla",     # xla (blocked causal), reference, dot_product_attention (cuDNN on GPU)
     ))
 
 

@@ -53,8 +53,10 @@ MODEL = dict(
     param_dtype="float32",     # fp32 master parameters and optimizer state
     remat="full",              # recompute each layer in the backward pass (8K-token rows)
 )
+# ce_chunk: the 128K-vocab head + CE 1,024 positions at a time: whole rows would hold
+# 8,000 x 128,256 fp32 logits (4.1 GB per row, and as much again for their gradient).
 OPTIMIZER = dict(lr=5e-6, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0,
-                 schedule="cosine", end_lr_ratio=0.0, grad_accum=1)
+                 schedule="cosine", end_lr_ratio=0.0, grad_accum=1, ce_chunk=1024)
 
 
 def _stage1(section, steps: int, warmup: float) -> None:

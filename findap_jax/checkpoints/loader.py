@@ -42,14 +42,15 @@ def load_tokenizer(path: str | os.PathLike, chat_format: str | None = None) -> T
 
 
 def load_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None, mesh=None,
-                    rules=None, remat: str = "none", chat_format: str | None = None):
+                    rules=None, remat: str = "none", chat_format: str | None = None, attention: str = "xla"):
     """Returns (model, tokenizer). `dtype` is the compute dtype; parameters are stored in
     `param_dtype` (defaults to `dtype`). With `mesh`, parameters are placed by their
-    logical axes under `rules`."""
+    logical axes under `rules`. `attention`: "xla" (default), "reference" or
+    "dot_product_attention" (cuDNN flash attention on GPU)."""
     path = resolve_model_path(path)
     dtype = as_dtype(dtype)
     param_dtype = as_dtype(param_dtype) or dtype
-    kw = dict(dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat, attention=attention)
     if path.is_file() and path.suffix == ".gguf":
         import gguf
         reader = gguf.GGUFReader(str(path))

@@ -38,7 +38,7 @@ def save_orbax(model: Llama, dst: str | os.PathLike, *, tokenizer=None) -> Path:
 
 
 def load_orbax(path: str | os.PathLike, *, dtype=None, param_dtype=None, mesh=None, rules=None,
-               remat: str = "none") -> Llama:
+               remat: str = "none", attention: str = "xla") -> Llama:
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
@@ -51,7 +51,8 @@ def load_orbax(path: str | os.PathLike, *, dtype=None, param_dtype=None, mesh=No
         raise ValueError(f"{manifest}: not a valid findap-jax model manifest ({e})") from None
     dtype = dtype or jnp.float32
     param_dtype = param_dtype or jnp.float32
-    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rules=rules)
+    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rules=rules,
+                           attention=attention)
     graphdef, abstract = nnx.split(model)
     if mesh is None:
         mesh = jax.sharding.Mesh(jax.devices()[:1], ("fsdp",))

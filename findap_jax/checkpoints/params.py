@@ -16,9 +16,9 @@ from findap_jax.parallel.sharding import state_shardings
 
 
 def abstract_model(cfg: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                   remat: str = "none", rules=None) -> Llama:
-    return nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0), dtype=dtype,
-                                        param_dtype=param_dtype, remat=remat, rules=rules))
+                   remat: str = "none", rules=None, attention: str = "xla") -> Llama:
+    return nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                        remat=remat, rules=rules, attention=attention))
 
 
 def expected_shapes(cfg: LlamaConfig) -> dict:
@@ -36,10 +36,11 @@ def _flat(d, prefix=()):
 
 def build_model(cfg: LlamaConfig, arrays: dict, *, source: str, dtype=jnp.float32,
                 param_dtype=jnp.float32, mesh=None, rules=None, remat: str = "none",
-                names: dict | None = None) -> Llama:
+                attention: str = "xla", names: dict | None = None) -> Llama:
     """Merge host arrays into a model. `names` maps our paths to source tensor names
     so shape errors point at the tensor in the file."""
-    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rules=rules)
+    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat, rules=rules,
+                           attention=attention)
     graphdef, abstract = nnx.split(model)
     want = dict(_flat(abstract.to_pure_dict()))
     have = dict(_flat(arrays))

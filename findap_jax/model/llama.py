@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from findap_jax.model.config import LlamaConfig
-from findap_jax.model.layers import DecoderLayer, RMSNorm, param, rope_inv_freq
+from findap_jax.model.layers import ATTENTION_IMPLS, DecoderLayer, RMSNorm, matmul, param, rope_inv_freq
 from findap_jax.parallel.sharding import constrain
 
 REMAT_POLICIES = {
@@ -54,9 +54,12 @@ class KVCache:
 
 class Llama(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs | None = None,
-                 dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none", rules=None):
+                 dtype=jnp.float32, param_dtype=jnp.float32, remat: str = "none", rules=None,
+                 attention: str = "xla"):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {remat!r}; choose one of {sorted(REMAT_POLICIES)}")
+        if attention not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention {attention!r}; choose one of {ATTENTION_IMPLS}")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         self.cfg, self.dtype, self.remat, self.rules = cfg, dtype, remat, rules
         self.embed = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype)
@@ -64,7 +67,8 @@ class Llama(nnx.Module):
         @nnx.split_rngs(splits=cfg.num_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_layers(r):
-            return DecoderLayer(cfg, rngs=r, dtype=dtype, param_dtype=param_dtype, rules=rules)
+            return DecoderLayer(cfg, rngs=r, dtype=dtype, param_dtype=param_dtype, rules=rules,
+                                attention=attention)
 
         self.layers = make_layers(rngs)
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, dtype=dtype,
@@ -82,8 +86,9 @@ class Llama(nnx.Module):
 
     def head(self, x):
         """Output projection of final hidden states [..., E] -> float32 logits [..., V]."""
-        head = self.embed[...].T if self.cfg.tie_word_embeddings else self.lm_head[...]
-        return jnp.einsum("...e,ev->...v", x, head.astype(self.dtype), preferred_element_type=jnp.float32)
+        if self.cfg.tie_word_embeddings:   # embed [V, E], used as is (no transposed copy)
+            return matmul(x, self.embed[...].astype(self.dtype), True, jnp.float32)
+        return matmul(x, self.lm_head[...].astype(self.dtype), False, jnp.float32)
 
     def unstack_layers(self) -> list:
         """Per-layer weight states (copies) for `hidden_states(..., layers=...)`."""
@@ -108,7 +113,8 @@ class Llama(nnx.Module):
         x = constrain(x, ("batch", "length", "act_embed"), self.rules)
         inv_freq = rope_inv_freq(cfg)
 
-        if cache is None or prefill:
+        causal = cache is None or prefill
+        if causal:
             idx = jnp.arange(t)
             mask = (idx[None, :, None] >= idx[None, None, :]) & (
                 segment_ids[:, :, None] == segment_ids[:, None, :])
@@ -125,21 +131,22 @@ class Llama(nnx.Module):
         graphdef, layer_state = nnx.split(self.layers)
         if layers is not None:
             x, new_kv = self._unrolled(graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index,
-                                       prefill)
+                                       prefill, causal)
         else:
             x, new_kv = self._scanned(graphdef, layer_state, x, positions, inv_freq, mask, kv_in,
-                                      cache_index, prefill)
+                                      cache_index, prefill, causal)
         x = self.final_norm(x)
         if cache is None:
             return x, None
         return x, KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
 
-    def _scanned(self, graphdef, layer_state, x, positions, inv_freq, mask, kv_in, cache_index, prefill):
+    def _scanned(self, graphdef, layer_state, x, positions, inv_freq, mask, kv_in, cache_index, prefill,
+                 causal):
         """Layers under `lax.scan`; the cache rides in the carry and only the new slots are
         written (no per-step copy of the whole cache through the scan's outputs)."""
         if kv_in is None:
             def body(h, st):
-                h, _ = nnx.merge(graphdef, st)(h, positions, inv_freq, mask)
+                h, _ = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, causal=causal)
                 return h, None
             if self.remat != "none":
                 body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
@@ -150,7 +157,7 @@ class Llama(nnx.Module):
             h, ks, vs = carry
             st, i = xs
             if prefill:   # attend over the new tokens; their k/v are what gets written
-                h, (k_new, v_new) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask)
+                h, (k_new, v_new) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, causal=causal)
                 k_new, v_new = k_new[None], v_new[None]
             else:
                 kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False),
@@ -168,7 +175,7 @@ class Llama(nnx.Module):
         (x, ks, vs), _ = jax.lax.scan(body_kv, (x, kv_in[0], kv_in[1]), (layer_state, idx))
         return x, (ks, vs)
 
-    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill):
+    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill, causal):
         """Layers in a Python loop over per-layer weight buffers (decoding on CPU)."""
         if len(layers) != self.cfg.num_layers:
             raise ValueError(f"got {len(layers)} layer states for {self.cfg.num_layers} layers")
@@ -177,7 +184,7 @@ class Llama(nnx.Module):
         ks, vs = [], []
         for i, st in enumerate(layers):
             kv = None if kv_in is None or prefill else (kv_in[0][i], kv_in[1][i])
-            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index)
+            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index, causal)
             if prefill:
                 at = (0, cache_index, 0, 0)
                 k = jax.lax.dynamic_update_slice(kv_in[0][i], k.astype(kv_in[0][i].dtype), at)

@@ -11,12 +11,48 @@ import jax
 import jax.numpy as jnp
 
 
-def token_logprobs(logits, targets):
-    """log p(target) per position, in fp32: [B, L, V], [B, L] -> [B, L]."""
+def token_stats(logits, targets, mean: bool = False) -> dict:
+    """Per-position statistics the losses need, in fp32: log p(target) `logp`, the
+    log-partition `lse`, whether the argmax is the target `correct`, and (`mean`) the
+    mean log-prob over the vocabulary `mean_logp` (label smoothing). [B, L, V] -> [B, L]."""
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - lse
+    out = {"logp": picked - lse, "lse": lse,
+           "correct": (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)}
+    if mean:
+        out["mean_logp"] = jnp.mean(logits, axis=-1) - lse
+    return out
+
+
+def chunked_token_stats(hidden, head, targets, chunk: int, mean: bool = False) -> dict:
+    """token_stats of head(hidden) computed `chunk` positions at a time: hidden [B, L, E],
+    head [..., E] -> [..., V] fp32. Each chunk's logits are recomputed in the backward pass
+    instead of kept, so the full [B, L, V] fp32 logits (400 MB for SmolLM2 at 4 x 512, and
+    their gradient) never exist at once; the cost is one more head matmul per chunk."""
+    b, n = targets.shape
+    if chunk <= 0 or chunk >= n:
+        return token_stats(head(hidden), targets, mean)
+    pad = -n % chunk
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    k = (n + pad) // chunk
+    # chunks along the length axis, so the (sharded) batch axis stays where it is
+    xs = (hidden.reshape(b, k, chunk, -1).swapaxes(0, 1), targets.reshape(b, k, chunk).swapaxes(0, 1))
+
+    @jax.checkpoint
+    def one(args):
+        h, t = args
+        return token_stats(head(h), t, mean)
+
+    out = jax.lax.map(one, xs)
+    return {key: v.swapaxes(0, 1).reshape(b, n + pad)[:, :n] for key, v in out.items()}
+
+
+def token_logprobs(logits, targets):
+    """log p(target) per position, in fp32: [B, L, V], [B, L] -> [B, L]."""
+    return token_stats(logits, targets)["logp"]
 
 
 def per_document_sums(x, segment_ids):
@@ -26,23 +62,26 @@ def per_document_sums(x, segment_ids):
     return jax.ops.segment_sum(x.reshape(-1), key, num_segments=b * (n + 1))
 
 
-def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smoothing: float = 0.0,
-                  per_sequence: bool = False, segment_ids=None, normalizer=None,
-                  token_normalizer=None):
-    """Masked next-token CE. Normalised by the number of target tokens (default) or as
-    the mean over sequences of each sequence's token mean (a sequence is a packed
-    document when `segment_ids` is given, else a row). `normalizer` replaces the
+def cross_entropy(logits, targets, weights, **kw):
+    """Masked next-token CE from logits [B, L, V]; see cross_entropy_from_stats."""
+    stats = token_stats(logits, targets, mean=bool(kw.get("label_smoothing")))
+    return cross_entropy_from_stats(stats, targets, weights, **kw)
+
+
+def cross_entropy_from_stats(stats, targets, weights, *, z_loss: float = 0.0, label_smoothing: float = 0.0,
+                             per_sequence: bool = False, segment_ids=None, normalizer=None,
+                             token_normalizer=None):
+    """Masked next-token CE from token_stats. Normalised by the number of target tokens
+    (default) or as the mean over sequences of each sequence's token mean (a sequence is a
+    packed document when `segment_ids` is given, else a row). `normalizer` replaces the
     local count (tokens, or non-empty sequences) and `token_normalizer` the token count
     of the metrics, so that micro-batches of one global batch sum to the global values
     exactly. Returns (loss, metrics)."""
-    logits = logits.astype(jnp.float32)
     w = weights.astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    logp_target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - lse
+    lse, logp_target = stats["lse"], stats["logp"]
     nll = -logp_target
     if label_smoothing:
-        mean_logp = jnp.mean(logits, axis=-1) - lse
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * mean_logp
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * stats["mean_logp"]
     per_token = nll + (z_loss * jnp.square(lse) if z_loss else 0.0)
     n_tokens = jnp.sum(w)
     if per_sequence:
@@ -57,9 +96,8 @@ def cross_entropy(logits, targets, weights, *, z_loss: float = 0.0, label_smooth
         denom = n_tokens if normalizer is None else normalizer
         loss = jnp.sum(per_token * w) / jnp.maximum(denom, 1.0)
     tok_denom = jnp.maximum(n_tokens if token_normalizer is None else token_normalizer, 1.0)
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     metrics = {"nll": jnp.sum(-logp_target * w) / tok_denom,
-               "accuracy": jnp.sum(correct * w) / tok_denom,
+               "accuracy": jnp.sum(jax.lax.stop_gradient(stats["correct"]) * w) / tok_denom,
                "tokens": n_tokens}
     if z_loss:
         metrics["z_loss"] = jnp.sum(jnp.square(lse) * w) / tok_denom

@@ -17,8 +17,11 @@ PEAK_FLOPS = {"h100": 989e12, "a100": 312e12, "tpu v4": 275e12, "tpu v5 lite": 1
 
 
 def train_flops_per_token(cfg, seq_len: int) -> float:
-    """6 x matmul parameters (LM head included) + causal attention 6 * L * seq * H * D."""
+    """6 x matmul parameters (LM head included, tied or not: a tied head is still a matmul)
+    + causal attention 6 * L * seq * H * D."""
     n = cfg.num_params(include_embedding=False)
+    if cfg.tie_word_embeddings:
+        n += cfg.vocab_size * cfg.hidden_size
     attn = 6 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim  # QK^T and AV, fwd+bwd, causal half
     return 6.0 * n + attn
 

@@ -15,7 +15,8 @@ import optax
 from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from findap_jax.train.losses import cross_entropy, per_document_sums, preference_loss, token_logprobs
+from findap_jax.parallel.sharding import constrain
+from findap_jax.train.losses import chunked_token_stats, cross_entropy_from_stats, per_document_sums, preference_loss
 
 LM_LOSSES = ("lm",)
 PREF_LOSSES = ("dpo", "ipo", "rpo")
@@ -57,30 +58,39 @@ def _sequence_count(batch):
     return jnp.sum(per > 0).astype(jnp.float32)
 
 
+def _stats(model, tokens, positions, segment_ids, targets, chunk: int, mean=False):
+    """Per-token log-probs etc. of the targets, the head applied `chunk` positions at a
+    time (0: all at once; train.ce_chunk)."""
+    h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids)
+    head = lambda x: constrain(model.head(x), ("batch", "length", "act_vocab"), model.rules)  # noqa: E731
+    return chunked_token_stats(h, head, targets, int(chunk), mean)
+
+
 def lm_loss(model, mb, norms, tc):
-    logits = model(mb["input_tokens"], positions=mb["positions"], segment_ids=mb["segment_ids"])
-    return cross_entropy(logits, mb["target_tokens"], mb["loss_weights"], z_loss=tc.z_loss,
-                         label_smoothing=tc.label_smoothing, per_sequence=tc.per_sequence,
-                         segment_ids=mb["segment_ids"],
-                         normalizer=norms["sequences"] if tc.per_sequence else norms["tokens"],
-                         token_normalizer=norms["tokens"])
+    stats = _stats(model, mb["input_tokens"], mb["positions"], mb["segment_ids"], mb["target_tokens"],
+                   tc.ce_chunk, mean=bool(tc.label_smoothing))
+    return cross_entropy_from_stats(stats, mb["target_tokens"], mb["loss_weights"], z_loss=tc.z_loss,
+                                    label_smoothing=tc.label_smoothing, per_sequence=tc.per_sequence,
+                                    segment_ids=mb["segment_ids"],
+                                    normalizer=norms["sequences"] if tc.per_sequence else norms["tokens"],
+                                    token_normalizer=norms["tokens"])
 
 
-def pair_logps(model, mb):
+def pair_logps(model, mb, chunk: int = 0):
     """Per-token log-probs of chosen and rejected rows in one forward: ([B, L], [B, L])."""
     cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
-    logits = model(cat("input_tokens"), positions=cat("positions"), segment_ids=cat("segment_ids"))
-    lp = token_logprobs(logits, cat("target_tokens")) * cat("loss_weights").astype(jnp.float32)
+    stats = _stats(model, cat("input_tokens"), cat("positions"), cat("segment_ids"), cat("target_tokens"), chunk)
+    lp = stats["logp"] * cat("loss_weights").astype(jnp.float32)
     b = mb["chosen_input_tokens"].shape[0]
     return lp[:b], lp[b:]
 
 
 def pref_loss(model, mb, norms, tc, ref_model=None):
-    chosen_lp, rejected_lp = pair_logps(model, mb)
+    chosen_lp, rejected_lp = pair_logps(model, mb, tc.ce_chunk)
     if "ref_chosen_logps" in mb:
         ref_c, ref_r = mb["ref_chosen_logps"], mb["ref_rejected_logps"]
     else:
-        rc, rr = pair_logps(ref_model, mb)
+        rc, rr = pair_logps(ref_model, mb, tc.ce_chunk)
         ref_c = jax.lax.stop_gradient(jnp.sum(rc, -1))
         ref_r = jax.lax.stop_gradient(jnp.sum(rr, -1))
     return preference_loss(
@@ -112,7 +122,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, re
         lead = next(iter(batch.values())).shape[0]
         if lead % accum:
             raise ValueError(f"batch of {lead} rows does not split into grad_accum={accum}")
-        micro = jax.tree.map(lambda x: x.reshape(accum, lead // accum, *x.shape[1:]), batch)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         def micro_step(mb):
@@ -123,18 +132,24 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, re
             g, m = micro_step(mb)
             return jax.tree.map(jnp.add, carry, (g, m)), None
 
-        shapes = jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro))
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
+        if accum == 1:   # no zero-filled accumulators to write and add to
+            grads, metrics = micro_step(batch)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(accum, lead // accum, *x.shape[1:]), batch)
+            shapes = jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], micro))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            (grads, metrics), _ = jax.lax.scan(body, zeros, micro)
         gnorm = optax.global_norm(grads)
         finite = jnp.isfinite(gnorm) & jnp.isfinite(metrics["loss"])
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        # A non-finite loss or gradient leaves the state untouched (the trainer counts it).
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        new_state = TrainState(step=state.step + finite.astype(state.step.dtype),
-                               params=keep(new_params, state.params),
-                               opt_state=keep(new_opt, state.opt_state))
+
+        def apply(_):
+            updates, new_opt = tx.update(grads, state.opt_state, state.params)
+            return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=new_opt)
+
+        # A non-finite loss or gradient leaves the state untouched (the trainer counts it);
+        # a cond, not a select over every parameter and moment, so a good step costs nothing extra.
+        new_state = jax.lax.cond(finite, apply, lambda _: state, None)
         metrics.update(grad_norm=gnorm, lr=schedule(state.step), finite=finite.astype(jnp.float32))
         return new_state, metrics
 

@@ -160,7 +160,7 @@ class Trainer:
         m = cfg.model
         self.model, self.tokenizer = load_pretrained(
             m.path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=self.mesh, rules=rules,
-            remat=m.remat, chat_format=m.chat_format)
+            remat=m.remat, chat_format=m.chat_format, attention=m.attention)
         if self.tokenizer.vocab_size > self.model.cfg.vocab_size:
             raise ValueError(f"{m.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "
                              f"model's vocab_size is {self.model.cfg.vocab_size}")

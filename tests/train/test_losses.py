@@ -3,12 +3,14 @@ transformers) and against direct formulas."""
 import collections
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from findap_jax.checkpoints.hf import load_hf
-from findap_jax.train.losses import cross_entropy, preference_loss, sequence_logps, token_logprobs
+from findap_jax.train.losses import (chunked_token_stats, cross_entropy, preference_loss, sequence_logps,
+                                     token_logprobs, token_stats)
 from tests.helpers import save_random_hf_llama
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
@@ -133,3 +135,21 @@ def test_label_smoothing_is_conservative_dpo():
                               beta=0.1, label_smoothing=0.2)
     want = -0.8 * np.log(1 / (1 + np.exp(-z))) - 0.2 * np.log(1 / (1 + np.exp(z)))
     np.testing.assert_allclose(float(loss), want[0], rtol=1e-6)
+
+
+def test_chunked_token_stats_equal_whole_logits_with_grads():
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(2, 11, 8)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(8, 32)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 32, (2, 11)))
+    whole = token_stats(h @ w, t, mean=True)
+    for chunk in (1, 4, 11, 0):
+        part = chunked_token_stats(h, lambda x: x @ w, t, chunk, mean=True)
+        for k in whole:
+            np.testing.assert_allclose(part[k], whole[k], atol=1e-5)
+
+    def loss(h, w, chunk):
+        s = chunked_token_stats(h, lambda x: x @ w, t, chunk, mean=True)
+        return jnp.sum(s["logp"] * 0.7 + s["lse"] ** 2 * 0.1 - s["mean_logp"])
+    for a, b in zip(jax.grad(loss, (0, 1))(h, w, 4), jax.grad(loss, (0, 1))(h, w, 0)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -133,3 +133,18 @@ def test_non_finite_step_is_not_applied():
                             state.params)
     s2, m2 = step(TrainState(state.step, poisoned, state.opt_state), jax.tree.map(jnp.asarray, good))
     assert float(m2["finite"]) == 0.0 and int(s2.step) == int(state.step)
+
+
+@pytest.mark.parametrize("loss,extra", [("lm", dict(label_smoothing=0.1, z_loss=1e-3)),
+                                        ("lm", dict(per_sequence=True)), ("rpo", {})])
+def test_chunked_head_equals_whole_rows(loss, extra):
+    """train.ce_chunk: the head + CE a few positions at a time (5 does not divide 16 or 12),
+    same loss, metrics and parameters after two steps."""
+    make = lm_batch if loss == "lm" else pref_batch
+    batches = [make(i) for i in range(2)]
+    whole, mw = run(train_cfg(loss=loss, **extra), batches, ref=loss != "lm")
+    chunked, mc = run(train_cfg(loss=loss, ce_chunk=5, **extra), batches, ref=loss != "lm")
+    _close(whole, chunked, 1e-5)
+    for a, b in zip(mw, mc):
+        for k in set(a) - {"rewards/accuracies"}:
+            assert abs(a[k] - b[k]) <= 1e-5, k

@@ -1,0 +1,93 @@
+"""Layers: the hand-written matmul backward and the blocked attention equal the textbook
+forms (autodiff of einsum, full-matrix GQA attention) in values and gradients, fp32."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from findap_jax.model import Llama, get_preset
+from findap_jax.model.layers import attend, attend_reference, matmul
+
+
+def _rand(key, *shape):
+    return jax.random.normal(jax.random.PRNGKey(key), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("transpose_w", [False, True])
+def test_matmul_values_and_grads_equal_einsum(transpose_w):
+    x, w = _rand(0, 3, 5, 8), _rand(1, *((6, 8) if transpose_w else (8, 6)))
+    spec = "bte,ne->btn" if transpose_w else "bte,en->btn"
+    probe = _rand(2, 3, 5, 6)
+
+    def ours(x, w):
+        return jnp.sum(jnp.sin(matmul(x, w, transpose_w)) * probe)
+
+    def ref(x, w):
+        return jnp.sum(jnp.sin(jnp.einsum(spec, x, w)) * probe)
+
+    np.testing.assert_allclose(matmul(x, w, transpose_w), jnp.einsum(spec, x, w), atol=1e-5)
+    for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_matmul_keeps_dtypes_in_mixed_precision():
+    x, w = _rand(0, 4, 8).astype(jnp.bfloat16), _rand(1, 8, 6).astype(jnp.bfloat16)
+    assert matmul(x, w, False, jnp.float32).dtype == jnp.float32
+    gx, gw = jax.grad(lambda x, w: jnp.sum(matmul(x, w, False, jnp.float32)), (0, 1))(x, w)
+    assert gx.dtype == gw.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(gw, np.float32), np.asarray(
+        jnp.broadcast_to(jnp.sum(x.astype(jnp.float32), 0)[:, None], (8, 6))), rtol=2e-2)
+
+
+def _packed_mask(t, cuts, pad):
+    seg = np.zeros(t, np.int32)
+    for i, (a, b) in enumerate(zip([0] + cuts, cuts + [t - pad]), start=1):
+        seg[a:b] = i
+    idx = np.arange(t)
+    mask = (idx[:, None] >= idx[None, :]) & (seg[:, None] == seg[None, :])
+    return jnp.asarray(np.stack([mask, mask]))
+
+
+@pytest.mark.parametrize("t,block", [(300, 128), (64, 16), (40, 64)])
+def test_blocked_causal_attention_equals_reference(t, block):
+    """Packed documents and trailing padding; t not a multiple of the block."""
+    q, k, v = _rand(0, 2, t, 6, 8), _rand(1, 2, t, 2, 8), _rand(2, 2, t, 2, 8)
+    mask = _packed_mask(t, [t // 3, t // 2], pad=5)
+    probe = _rand(3, 2, t, 6, 8)
+    out = attend(q, k, v, mask, causal=True, block=block)
+    np.testing.assert_allclose(out, attend_reference(q, k, v, mask), atol=1e-5)
+    f = lambda fn: jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * probe), (0, 1, 2))  # noqa: E731
+    ours = f(lambda q, k, v: attend(q, k, v, mask, causal=True, block=block))(q, k, v)
+    ref = f(lambda q, k, v: attend_reference(q, k, v, mask))(q, k, v)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_attention_over_a_longer_cache_and_other_impls_equal_reference():
+    q, k, v = _rand(0, 2, 3, 4, 8), _rand(1, 2, 10, 2, 8), _rand(2, 2, 10, 2, 8)
+    mask = jnp.asarray(np.random.default_rng(0).random((2, 3, 10)) < 0.7).at[:, :, 0].set(True)
+    ref = attend_reference(q, k, v, mask)
+    np.testing.assert_allclose(attend(q, k, v, mask), ref, atol=1e-5)
+    np.testing.assert_allclose(attend(q, k, v, mask, impl="dot_product_attention"), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
+        attend(q, k, v, mask, impl="flash")
+
+
+def test_model_attention_choice_keeps_logits():
+    cfg = get_preset("tiny")
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40)))
+    base = Llama(cfg, rngs=nnx.Rngs(0))(ids)
+    for impl in ("reference", "dot_product_attention"):
+        np.testing.assert_allclose(Llama(cfg, rngs=nnx.Rngs(0), attention=impl)(ids), base, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention 'nope'"):
+        Llama(cfg, attention="nope")
+
+
+def test_train_flops_count_the_head_tied_or_not():
+    from findap_jax.train.metrics import train_flops_per_token
+    tied = get_preset("smollm2-135m")
+    untied = tied.replace(tie_word_embeddings=False)
+    assert train_flops_per_token(tied, 512) == train_flops_per_token(untied, 512)
+    head = 6 * tied.vocab_size * tied.hidden_size
+    assert train_flops_per_token(tied, 512) > head + 6 * tied.num_params(include_embedding=False)
