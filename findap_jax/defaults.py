@@ -152,4 +152,5 @@ def distill_config() -> ml_collections.ConfigDict:
         max_fap_pairs=4,          # per exercise
         scp=True,                 # also ask for stepwise corrections of wrong trajectories (SCP pairs)
         batch_size=16,            # judge prompts per generation batch
+        exercises_per_batch=4,    # exercises sampled together (decode batch = this x k) and judged together
     ))

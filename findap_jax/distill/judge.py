@@ -77,24 +77,38 @@ def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
     return out
 
 
-def ask(judge: Callable[[list[str], int], list[str]], prompts: Sequence[str], keys: Sequence[str],
-        retries: int) -> tuple[list[dict | None], int]:
+def ask_each(judge: Callable[..., list[str]], prompts: Sequence[str], keys: Sequence[str], retries: int,
+             seeds: Sequence[int] | None = None) -> tuple[list[dict | None], list[int]]:
     """Ask the judge every prompt; unparseable replies are asked again (attempt number passed
-    to the judge so a sampler can vary its seed) up to `retries` times. Returns the parsed
-    replies (None when every attempt failed) and the number of unparseable replies."""
+    to the judge so a sampler can vary its seed) up to `retries` times. With `seeds` (one
+    per prompt) the judge is called as judge(prompts, attempt, their seeds), so a prompt's
+    retries need not depend on which prompts share its call. Returns the parsed replies
+    (None when every attempt failed) and each prompt's number of unparseable replies."""
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"seeds: {len(seeds)} given for {len(prompts)} prompts")
     results: list[dict | None] = [None] * len(prompts)
-    pending, failures = list(range(len(prompts))), 0
+    failures = [0] * len(prompts)
+    pending = list(range(len(prompts)))
     for attempt in range(retries + 1):
         if not pending:
             break
-        replies = judge([prompts[i] for i in pending], attempt)
+        batch = [prompts[i] for i in pending]
+        replies = (judge(batch, attempt) if seeds is None
+                   else judge(batch, attempt, [seeds[i] for i in pending]))
         still = []
         for i, reply in zip(pending, replies):
             parsed = parse_reply(reply, keys)
             if parsed is None:
-                failures += 1
+                failures[i] += 1
                 still.append(i)
             else:
                 results[i] = parsed
         pending = still
     return results, failures
+
+
+def ask(judge: Callable[..., list[str]], prompts: Sequence[str], keys: Sequence[str],
+        retries: int, seeds: Sequence[int] | None = None) -> tuple[list[dict | None], int]:
+    """`ask_each` with the unparseable replies summed."""
+    results, failures = ask_each(judge, prompts, keys, retries, seeds)
+    return results, sum(failures)

@@ -2,7 +2,8 @@
 
 Prompts are left-padded so every row writes the cache at the same slot; padding is
 masked out of attention and positions count real tokens only, so a prompt's output does
-not depend on what it was batched with. Prefill and a chunk of decode steps (a device
+not depend on what it was batched with (when sampling, give each row its own key stream
+with `seeds`). Prefill and a chunk of decode steps (a device
 loop: no host round trip per token) are jitted once per (batch, prompt bucket, cache
 length) shape. On CPU the layers run unrolled over per-layer weight copies (see
 `Llama.unstack_layers`): decoding there is bound by reading the weights.
@@ -26,8 +27,16 @@ def bucket(n: int, step: int = 32) -> int:
     return max(step, -(-n // step) * step)
 
 
+def step_key(key, i):
+    """`key` folded with step i: one key [2], or per-row keys [B, 2] each folded."""
+    if key.ndim == 2:
+        return jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, i)
+    return jax.random.fold_in(key, i)
+
+
 def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
-    """Next tokens [B] from logits [B, V]; temperature 0 is greedy."""
+    """Next tokens [B] from logits [B, V]; temperature 0 is greedy. `key` is one key [2] or
+    one per row [B, 2] (a row's draw then depends on its own key only)."""
     if temperature <= 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits.astype(jnp.float32) / temperature
@@ -41,6 +50,8 @@ def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
         drop_sorted = (cum - jax.nn.softmax(sorted_logits, axis=-1)) >= top_p  # keep first over p
         drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
         logits = jnp.where(drop, -jnp.inf, logits)
+    if key.ndim == 2:
+        return jax.vmap(jax.random.categorical)(key, logits).astype(jnp.int32)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
@@ -62,7 +73,7 @@ def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
             tok, cache = carry
             pos = (positions + t)[:, None]
             h, cache = model.hidden_states(tok[:, None], pos, jnp.ones_like(pos), cache, layers)
-            nxt = sample_logits(model.head(h[:, -1]), jax.random.fold_in(key, start + t + 1),
+            nxt = sample_logits(model.head(h[:, -1]), step_key(key, start + t + 1),
                                 temperature, top_k, top_p)
             return (nxt, cache), nxt
 
@@ -115,12 +126,17 @@ def fit_prompts(model, encoded: Sequence[Sequence[int]], max_new_tokens: int) ->
 
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequence[int], pad_id: int,
                  max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int = 0, should_stop=None, layers="auto") -> list[list[int]]:
+                 seed: int = 0, seeds: Sequence[int] | None = None, should_stop=None,
+                 layers="auto") -> list[list[int]]:
     """Generate for one batch; returns new tokens per row, cut after the first EOS.
+    `seeds`: one per row, each row sampling from its own key stream (its tokens then do not
+    depend on the other rows); None: one stream from `seed` for the batch.
     `should_stop(row, tokens)` lets the caller end a row early (stop strings). `layers`:
     per-layer weights from `unrolled_layers` (pass them to reuse across batches), None to
     run the scanned stack, "auto" to pick by backend."""
     b = len(prompt_ids)
+    if seeds is not None and len(seeds) != b:
+        raise ValueError(f"seeds: {len(seeds)} given for {b} prompts")
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("empty prompt: every prompt needs at least one token")
     longest = max(len(p) for p in prompt_ids)
@@ -142,9 +158,12 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     graphdef, state = nnx.split(model)
     prefill, decode = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
     cache = KVCache.init(model.cfg, b, cache_len, jnp.dtype(model.dtype), per_layer=layers is not None)
-    key = jax.random.PRNGKey(seed)
+    if seeds is None:
+        key = jax.random.PRNGKey(seed)
+    else:
+        key = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     tok, cache = prefill(state, layers, jnp.asarray(ids), jnp.asarray(positions), jnp.asarray(segs),
-                         cache, jax.random.fold_in(key, 0))
+                         cache, step_key(key, 0))
     eos = set(int(e) for e in eos_ids)
     out: list[list[int]] = [[] for _ in range(b)]
     done = np.zeros(b, bool)
@@ -179,22 +198,26 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
 
 
 def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: Sequence[str] | None = None,
-             chat: bool = False, system: str | None = None, batch_size: int = 16) -> list[str]:
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0, seeds: Sequence[int] | None = None,
+             stop: Sequence[str] | None = None, chat: bool = False, system: str | None = None,
+             batch_size: int = 16) -> list[str]:
     """Generate one completion per prompt. A prompt is a string (wrapped as one user turn
     when `chat=True`) or a list of chat messages. Output stops at EOS or a stop string
-    (which is not included)."""
+    (which is not included). `seeds`: one per prompt (see `generate_ids`)."""
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list (of strings or of message lists), not one string")
     return generate_from_ids(model, tokenizer, encode_prompts(tokenizer, prompts, chat, system),
                              max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, stop=stop, batch_size=batch_size)
+                             top_p=top_p, seed=seed, seeds=seeds, stop=stop, batch_size=batch_size)
 
 
 def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
                       temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                      stop: Sequence[str] | None = None, batch_size: int = 16) -> list[str]:
+                      seeds: Sequence[int] | None = None, stop: Sequence[str] | None = None,
+                      batch_size: int = 16) -> list[str]:
     """`generate` for prompts already tokenised (e.g. truncated by the caller)."""
+    if seeds is not None and len(seeds) != len(encoded):
+        raise ValueError(f"seeds: {len(seeds)} given for {len(encoded)} prompts")
     stop = [s for s in (stop or []) if s]
     results: list[str] = []
 
@@ -210,6 +233,7 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
         chunk = encoded[start:start + batch_size]
         new = generate_ids(model, chunk, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, seed=seed + start, should_stop=should_stop, layers=layers)
+                           top_p=top_p, seed=seed + start, should_stop=should_stop, layers=layers,
+                           seeds=None if seeds is None else seeds[start:start + batch_size])
         results += [cut(tokenizer.decode(toks))[0] for toks in new]
     return results

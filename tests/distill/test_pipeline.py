@@ -1,5 +1,5 @@
-"""Distillation end to end: exact FAP/SCP pairs from a scripted judge, resume after an
-interruption gives the same file, and a real tiny policy's pairs train an RPO step."""
+"""Distillation end to end: exact FAP/SCP pairs from a scripted judge, the same file for any
+batching and after an interruption, and a real tiny policy's pairs train an RPO step."""
 import json
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 
 from findap_jax.config import load_config
 from findap_jax.defaults import distill_config
-from findap_jax.distill.pipeline import distill
+from findap_jax.distill.pipeline import distill, exercise_seed
 from findap_jax.distill.prompts import policy_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ BAD = "Step 1: Discount each cash flow.\nStep 2: Sum them to 99.9 by adding 5 + 
 NONE = "I am not sure."
 
 
-def _exercises(tmp_path, n=4):
+def _exercises(tmp_path, n):
     path = tmp_path / "ex.jsonl"
     rows = [{"id": f"ex{i}", "question": f"Question {i}?", "answer_choices": {"A": "1", "B": "2", "C": "3"},
              "answer": "ABC"[i % 3], "reference": f"Because. The answer is {'ABC'[i % 3]}."} for i in range(n)]
@@ -24,21 +24,30 @@ def _exercises(tmp_path, n=4):
     return path
 
 
-def _cfg(tmp_path, **kw):
+def _cfg(tmp_path, n=4, **kw):
     cfg = distill_config()
-    cfg.update(dict(exercises=str(_exercises(tmp_path)), output=str(tmp_path / "out" / "pairs.jsonl"), k=3,
+    cfg.update(dict(exercises=str(_exercises(tmp_path, n)), output=str(tmp_path / "out" / "pairs.jsonl"), k=3,
                     retries=1) | kw)
     return cfg
 
 
-def scripted_sampler(prompt, k, seed):
-    ans = prompt.split("Question ")[1][0]            # exercise index -> gold letter
+def _trajectories(prompt, k):
+    ans = prompt.split("Question ")[1].split("?")[0]       # exercise index -> gold letter
     a = "ABC"[int(ans) % 3]
     w = "ABC"[(int(ans) + 1) % 3]
     return [GOOD.format(a=a), BAD.format(w=w), NONE][:k]
 
 
-def scripted_judge(prompts, attempt):
+def scripted_sampler(prompts, k, seeds):
+    return [_trajectories(p, k) for p in prompts]
+
+
+def seeded_sampler(prompts, k, seeds):
+    """Trajectories that carry the seed they were sampled with."""
+    return [[f"{t}\n(seed {s})" for t in _trajectories(p, k)] for p, s in zip(prompts, seeds)]
+
+
+def scripted_judge(prompts, attempt, seeds=None):
     out = []
     for p in prompts:
         proposed = p.split("olution:\n" if "Wrong solution" in p else "Proposed answer:\n")[1]
@@ -86,7 +95,7 @@ def test_scripted_judge_gives_exactly_the_expected_pairs(tmp_path):
 def test_fap_only_asks_no_step_corrections(tmp_path):
     asked = []
 
-    def judge(prompts, attempt):
+    def judge(prompts, attempt, seeds):
         asked.extend(prompts)
         return scripted_judge(prompts, attempt)
     stats = distill(_cfg(tmp_path, scp=False), scripted_sampler, judge, log=lambda *_: None)
@@ -94,16 +103,76 @@ def test_fap_only_asks_no_step_corrections(tmp_path):
     assert not any("Wrong solution" in p for p in asked)
 
 
+def _recording_judge(calls):
+    def judge(prompts, attempt, seeds):
+        calls.update({(p, attempt): s for p, s in zip(prompts, seeds)})
+        return scripted_judge(prompts, attempt)
+    return judge
+
+
+def test_batching_does_not_change_the_file(tmp_path):
+    runs = {}
+    for per in (1, 3, 16):
+        (tmp_path / str(per)).mkdir()
+        cfg = _cfg(tmp_path / str(per), n=7, exercises_per_batch=per)
+        calls, sizes = {}, []
+
+        def sampler(prompts, k, seeds):
+            sizes.append(len(prompts))
+            return seeded_sampler(prompts, k, seeds)
+        stats = distill(cfg, sampler, _recording_judge(calls), log=lambda *_: None)
+        assert sizes == [min(per, 7 - b) for b in range(0, 7, per)] and stats["prompts"] == 7
+        runs[per] = Path(cfg.output).read_bytes(), calls
+    assert runs[1][0] == runs[3][0] == runs[16][0]
+    assert runs[1][1] == runs[3][1] == runs[16][1]                # each judge prompt's seed, per attempt
+    retried = {s for (p, a), s in runs[3][1].items() if a == 1}
+    assert len(retried) == 7                                       # BAD's retry, one seed per exercise
+    pairs = _read(tmp_path / "3" / "out" / "pairs.jsonl")
+    fap = [p for p in pairs if p["type"] == "fap"]
+    assert len(fap) == 7
+    for p in fap:                                                  # sampled with its own exercise's seed
+        tag = f"(seed {exercise_seed(0, p['prompt_id'])})"
+        assert p["chosen"].endswith(tag) and p["rejected"].endswith(tag)
+
+
 def test_interrupted_run_resumes_to_the_same_file(tmp_path):
     (tmp_path / "a").mkdir()
-    full = _cfg(tmp_path / "a")
-    distill(full, scripted_sampler, scripted_judge, log=lambda *_: None)
+    full = _cfg(tmp_path / "a", n=7, exercises_per_batch=1)
+    distill(full, seeded_sampler, scripted_judge, log=lambda *_: None)
+    for resume_per in (3, 2):
+        (tmp_path / f"b{resume_per}").mkdir()
+        part = _cfg(tmp_path / f"b{resume_per}", n=7, exercises_per_batch=3)
+        stats = distill(part, seeded_sampler, scripted_judge, log=lambda *_: None, stop_after=4)
+        assert stats["prompts"] == 4                               # stopped inside the second batch
+        with open(part.output, "a") as f:      # a crash after writing pairs, before the progress line
+            f.write(json.dumps({"prompt_id": "ex4", "type": "fap", "prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+        sampled = []
+
+        def sampler(prompts, k, seeds):
+            sampled.extend(p.split("Question ")[1].split("?")[0] for p in prompts)
+            return seeded_sampler(prompts, k, seeds)
+        part.exercises_per_batch = resume_per
+        distill(part, sampler, scripted_judge, log=lambda *_: None)
+        assert sampled == ["4", "5", "6"]                          # only the unfinished exercises
+        assert Path(part.output).read_bytes() == Path(full.output).read_bytes()
+
+
+def test_crash_inside_a_batch_writes_none_of_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    full = _cfg(tmp_path / "a", n=5, exercises_per_batch=2)
+    distill(full, seeded_sampler, scripted_judge, log=lambda *_: None)
     (tmp_path / "b").mkdir()
-    part = _cfg(tmp_path / "b")
-    distill(part, scripted_sampler, scripted_judge, log=lambda *_: None, stop_after=2)
-    with open(part.output, "a") as f:          # a crash after writing pairs, before the progress line
-        f.write(json.dumps({"prompt_id": "ex2", "type": "fap", "prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
-    distill(part, scripted_sampler, scripted_judge, log=lambda *_: None)
+    part = _cfg(tmp_path / "b", n=5, exercises_per_batch=2)
+
+    def crashing_judge(prompts, attempt, seeds):
+        if any("Question 3?" in p for p in prompts):
+            raise KeyboardInterrupt
+        return scripted_judge(prompts, attempt)
+    with pytest.raises(KeyboardInterrupt):
+        distill(part, seeded_sampler, crashing_judge, log=lambda *_: None)
+    ids = [json.loads(ln)["id"] for ln in Path(part.output + ".progress.jsonl").read_text().splitlines()]
+    assert ids == ["ex0", "ex1"]
+    distill(part, seeded_sampler, scripted_judge, log=lambda *_: None)
     assert Path(part.output).read_bytes() == Path(full.output).read_bytes()
 
 
@@ -133,7 +202,7 @@ def test_real_tiny_models_run_and_their_pairs_train_an_rpo_step(tmp_path, tiny_c
 
     # the real policy's trajectories with a judge that calls each exercise's first sample
     # correct and faults the first line of every other one
-    def judge(prompts, attempt):
+    def judge(prompts, attempt, seeds):
         if "Wrong solution" in prompts[0]:
             out = []
             for p in prompts:

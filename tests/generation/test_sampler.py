@@ -70,6 +70,29 @@ def test_sampling_modes(tiny):
     assert a != generate(model, tok, prompts, max_new_tokens=8, temperature=1.0, seed=2)
 
 
+def test_per_row_seeds_do_not_depend_on_the_batch(tiny):
+    model, tok = tiny
+    prompts = [tok.encode(t) for t in ("Revenue rose", "Bond yields fell after the", "Net income")]
+    kw = dict(eos_ids=[-1], pad_id=0, max_new_tokens=10, temperature=1.0)
+    batched = generate_ids(model, prompts, seeds=[7, 8, 9], **kw)
+    alone = [generate_ids(model, [p], seeds=[s], **kw)[0] for p, s in zip(prompts, (7, 8, 9))]
+    assert batched == alone
+    # the same row elsewhere in another batch, and chunked by batch_size in generate
+    assert generate_ids(model, [prompts[0], prompts[2]], seeds=[9, 9], **kw)[1] == alone[2]
+    texts = ["Revenue rose", "Bond yields fell after the", "Net income"]
+    assert generate(model, tok, texts, max_new_tokens=10, temperature=1.0, seeds=[7, 8, 9],
+                    batch_size=2) == [tok.decode(t) for t in alone]
+    same_prompt = generate_ids(model, [prompts[0]] * 2, seeds=[1, 2], **kw)
+    assert same_prompt[0] != same_prompt[1]                    # a row's stream is its own
+    # seeds=None keeps the one batch-wide stream from `seed`; greedy ignores seeds
+    shared = generate_ids(model, prompts, seed=7, **kw)
+    assert shared == generate_ids(model, prompts, seed=7, **kw)
+    greedy = generate_ids(model, prompts, eos_ids=[-1], pad_id=0, max_new_tokens=10)
+    assert generate_ids(model, prompts, eos_ids=[-1], pad_id=0, max_new_tokens=10, seeds=[1, 2, 3]) == greedy
+    with pytest.raises(ValueError, match="seeds: 2 given for 3 prompts"):
+        generate_ids(model, prompts, seeds=[1, 2], **kw)
+
+
 def test_bad_prompts(tiny):
     model, tok = tiny
     with pytest.raises(TypeError):
