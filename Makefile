@@ -24,6 +24,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/forward_throughput.py
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm
+	$(BIN)/python bench/profile_step.py
 	$(BIN)/python bench/decode.py
 
 clean:

@@ -1,10 +1,14 @@
 """Train-step throughput: findap-jax vs transformers + torch, same shapes, same process.
 
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
+                               [--dtype float32|bfloat16] [--ce-chunk 0]
 
-fp32, AdamW, random weights of the preset's shapes. SFT/CPT step = masked CE fwd+bwd+update;
-DPO step = policy fwd+bwd on chosen+rejected plus a frozen reference forward (TRL-style in
-torch). Prints tokens/s, MFU against a matmul probe measured in this run, and ratios.
+AdamW, random weights of the preset's shapes, fp32 master weights; `--dtype bfloat16`
+computes in bf16 (ours: model dtype; torch: CPU autocast). SFT/CPT step = masked CE
+fwd+bwd+update; DPO step = policy fwd+bwd on chosen+rejected plus a frozen reference
+forward (TRL-style in torch); "dpo-pre" = DPO with precomputed reference log-probs (no
+reference forward). Prints tokens/s, MFU against a matmul probe of the same dtype measured
+in this run, and ratios.
 """
 from __future__ import annotations
 
@@ -33,10 +37,11 @@ def lm_batch(b, n, vocab, rng):
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
-def ours(cfg, kind, b, n, steps):
+def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
     tc = defaults.train_config()
-    tc.update(dict(loss=kind, steps=1000, warmup=0, schedule="constant", lr=1e-5))
-    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0)))
+    loss = "dpo" if kind == "dpo-pre" else kind
+    tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk))
+    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype)))
     tx, sched = make_optimizer(tc)
     step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0)
     state = init_state(params, tx)
@@ -46,9 +51,14 @@ def ours(cfg, kind, b, n, steps):
         extra = ()
     else:
         c, r = lm_batch(b, n, cfg.vocab_size, rng), lm_batch(b, n, cfg.vocab_size, rng)
-        batch = jax.tree.map(jnp.asarray, {**{f"chosen_{k}": v for k, v in c.items()},
-                                           **{f"rejected_{k}": v for k, v in r.items()}})
-        extra = (jax.tree.map(jnp.copy, params),)
+        batch = {**{f"chosen_{k}": v for k, v in c.items()}, **{f"rejected_{k}": v for k, v in r.items()}}
+        if kind == "dpo-pre":   # reference log-probs looked up, as train.reference=precomputed does
+            batch.update(ref_chosen_logps=np.full(b, -900.0, np.float32),
+                         ref_rejected_logps=np.full(b, -900.0, np.float32))
+            extra = ()
+        else:
+            extra = (jax.tree.map(jnp.copy, params),)
+        batch = jax.tree.map(jnp.asarray, batch)
     holder = [state]
 
     def run():
@@ -57,8 +67,12 @@ def ours(cfg, kind, b, n, steps):
     return median_time(run, steps)
 
 
-def torch_step(cfg, kind, b, n, steps):
+def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
+    import contextlib
+
     import torch
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
     hf = cfg.to_hf()
@@ -68,7 +82,8 @@ def torch_step(cfg, kind, b, n, steps):
     ids = torch.randint(0, cfg.vocab_size, (b, n))
     if kind == "lm":
         def run():
-            loss = model(ids, labels=ids, use_cache=False).loss
+            with autocast:
+                loss = model(ids, labels=ids, use_cache=False).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -81,9 +96,10 @@ def torch_step(cfg, kind, b, n, steps):
             return torch.log_softmax(logits.float(), -1).gather(-1, x[:, 1:, None])[..., 0].sum(-1)
 
         def run():
-            with torch.no_grad():
-                r = logps(ref, both)
-            p = logps(model, both)
+            with autocast:
+                with torch.no_grad():
+                    r = logps(ref, both) if kind == "dpo" else torch.full((2 * b,), -900.0)
+                p = logps(model, both)
             margin = 0.1 * ((p[:b] - r[:b]) - (p[b:] - r[b:]))
             loss = -torch.nn.functional.logsigmoid(margin).mean()
             loss.backward()
@@ -98,29 +114,34 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--ce-chunk", type=int, default=0)
+    ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
     cfg = get_preset(args.preset)
-    peak = measured_matmul_flops()
+    peak = measured_matmul_flops(dtype=args.dtype)
     fpt = train_flops_per_token(cfg, args.seq)
-    print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), fp32; "
-          f"matmul peak measured {peak / 1e9:.0f} GFLOP/s")
-    print(f"{'step':6} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
-    res = {}
-    for kind in ("lm", "dpo"):
-        n_tok = args.batch * args.seq * (2 if kind == "dpo" else 1)
-        flops = fpt * n_tok * (1 if kind == "lm" else 4 / 3)  # + reference forward (1/3 of fwd+bwd)
+    print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
+          f"fp32 master weights, ce_chunk {args.ce_chunk}; {args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
+    res, kinds = {}, args.kinds.split(",")
+    for kind in kinds:
+        n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
+        flops = fpt * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         for name, fn in impls:
-            t = fn(cfg, kind, args.batch, args.seq, args.steps)
+            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.ce_chunk)
             res[(kind, name)] = t
-            print(f"{kind:6} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}")
+            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}", flush=True)
+    names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
     if not args.skip_torch:
-        for kind in ("lm", "dpo"):
+        for kind in kinds:
             print(f"{kind}: findap-jax / transformers tokens/s = {res[(kind, 'transformers')] / res[(kind, 'findap-jax')]:.2f}")
-    print(f"DPO/SFT time per sequence: findap-jax {res[('dpo', 'findap-jax')] / res[('lm', 'findap-jax')] / 2:.2f}"
-          + ("" if args.skip_torch else
-             f", transformers {res[('dpo', 'transformers')] / res[('lm', 'transformers')] / 2:.2f}"))
+    if "lm" in kinds:
+        for kind in (k for k in kinds if k != "lm"):
+            print(f"{kind} / SFT time per sequence: " + ", ".join(
+                f"{nm} {res[(kind, nm)] / res[('lm', nm)] / 2:.2f}" for nm in names))
 
 
 if __name__ == "__main__":

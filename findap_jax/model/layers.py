@@ -72,7 +72,10 @@ def apply_rope(x, positions, inv_freq):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def matmul(x, w, transpose_w: bool = False, out_dtype=None):
-    """x [..., K] @ w [K, N] (or w [N, K] with `transpose_w`: the tied LM head) -> [..., N].
+    """x [..., K] @ w [K, N] (or w [N, K] with `transpose_w`: the tied LM head) -> [..., N],
+    computed in x's dtype with fp32 accumulation; w may be stored wider (fp32 master
+    weights with bf16 compute): it is cast inside, and its gradient comes back in its own
+    dtype without a round trip through the compute dtype.
 
     The backward pass is written out as two plain 2-D matmuls. Left to autodiff, XLA:CPU
     emits each weight gradient as a transposed copy fused into the elementwise producer
@@ -86,8 +89,11 @@ def _dot(a, b, contract, out_dtype):
 
 
 def _matmul_fwd(x, w, transpose_w, out_dtype):
+    # fp32 accumulation, always: XLA:CPU runs a bf16 x bf16 -> fp32 dot natively (AVX-512
+    # BF16) but upcasts a bf16 -> bf16 dot to a full fp32 one.
     x2 = x.reshape(-1, x.shape[-1])
-    y = _dot(x2, w, ((1,), (1 if transpose_w else 0,)), out_dtype)
+    y = _dot(x2, w.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
+    y = y.astype(out_dtype or x.dtype)
     return y.reshape(x.shape[:-1] + y.shape[-1:]), (x, w)
 
 
@@ -95,7 +101,7 @@ def _matmul_bwd(transpose_w, out_dtype, res, g):
     x, w = res
     x2 = x.reshape(-1, x.shape[-1])
     g2 = g.reshape(-1, g.shape[-1]).astype(x.dtype)
-    gx = _dot(g2, w, ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
+    gx = _dot(g2, w.astype(x.dtype), ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
     lhs, rhs = (g2, x2) if transpose_w else (x2, g2)        # gw: [N, K] or [K, N]
     gw = _dot(lhs, rhs, ((0,), (0,)), jnp.float32).astype(w.dtype)
     return gx.reshape(x.shape), gw
@@ -131,7 +137,7 @@ def _attend_block(q, k, v, mask):
     scores = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(d)
     m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
     probs = jax.nn.softmax(jnp.where(m, scores, _MASK_VALUE), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, vh)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, vh, preferred_element_type=jnp.float32).astype(v.dtype)
     return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
@@ -172,7 +178,7 @@ class Attention(nnx.Module):
     def _project(self, x, w):
         """x [B,T,E] through w [E, heads, D] -> [B, T, heads, D]."""
         e, n, d = w.shape
-        return matmul(x, w[...].astype(self.dtype).reshape(e, n * d)).reshape(x.shape[:2] + (n, d))
+        return matmul(x, w[...].reshape(e, n * d)).reshape(x.shape[:2] + (n, d))
 
     def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False):
         """Returns (out, (k, v)); with kv_cache=(k, v) the new keys are written at cache_index.
@@ -192,7 +198,7 @@ class Attention(nnx.Module):
                      impl=self.attention)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
         h, d, e = self.o_proj.shape
-        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...].astype(dt).reshape(h * d, e))
+        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...].reshape(h * d, e))
         return y, (k, v)
 
 
@@ -206,10 +212,10 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         dt = self.dtype
-        g = matmul(x, self.gate_proj[...].astype(dt))
-        u = matmul(x, self.up_proj[...].astype(dt))
+        g = matmul(x, self.gate_proj[...])
+        u = matmul(x, self.up_proj[...])
         h = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"), self.rules)
-        return matmul(h, self.down_proj[...].astype(dt))
+        return matmul(h, self.down_proj[...])
 
 
 class DecoderLayer(nnx.Module):

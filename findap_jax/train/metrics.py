@@ -36,9 +36,9 @@ def peak_flops_per_device() -> float:
     return measured_matmul_flops() / max(len(jax.local_devices()), 1) if dev.platform == "cpu" else float("nan")
 
 
-def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 FLOP/s of an n x n matmul on this host (all local CPU devices share cores)."""
-    a = jnp.ones((n, n), jnp.float32)
+def measured_matmul_flops(n: int = 2048, repeats: int = 5, dtype="float32") -> float:
+    """FLOP/s of an n x n matmul (fp32 by default) on this host (all local CPU devices share cores)."""
+    a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     t = time.perf_counter()
