@@ -15,7 +15,7 @@ _LETTER = r"(?:\(([A-Ja-j])\)|([A-J])(?![\w']))"
 _CHOICE_PATTERNS = (
     r"\[\[\s*([A-Ja-j])\s*\]\]",
     r"(?i:selection)\s*[:：]\s*(?:\*+\s*)?" + _LETTER,
-    r"(?i:(?:final\s+)?answer\s*(?:is|:|：))\s*(?i:option\s*)?(?:\*+\s*)?" + _LETTER,
+    r"(?i:(?:final\s+)?answer\s*(?:is(?:\s*[:：])?|:|：))\s*(?i:option\s*)?(?:\*+\s*)?" + _LETTER,
     r"(?i:option|choice)\s+" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?correct)",
 )
 

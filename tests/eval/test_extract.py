@@ -26,6 +26,8 @@ LABELS = ["negative", "neutral", "positive"]
     ("Answer: D", None),
     ("The answer is a bit unclear.", None),                         # the article, not option A
     ("Selection: [[b]]", 1),
+    ("The correct answer is:\nB. Real GDP grows", 1),               # colon after "answer is"
+    ("The answer is : **C**", 2),
 ])
 def test_extract_choice(text, want):
     assert extract_choice(text, 3) == want
