@@ -39,7 +39,8 @@ def peak_flops_per_device() -> float:
 def measured_matmul_flops(n: int = 2048, repeats: int = 5, dtype="float32") -> float:
     """FLOP/s of an n x n matmul (fp32 by default) on this host (all local CPU devices share cores)."""
     a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda x: x @ x)
+    # fp32 accumulation: what the model's matmuls do (a bf16-output dot is upcast on CPU)
+    f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
     f(a).block_until_ready()
     t = time.perf_counter()
     for _ in range(repeats):
