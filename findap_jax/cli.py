@@ -96,6 +96,12 @@ def _recipe(args) -> int:
     return 0
 
 
+def _ablations(args) -> int:
+    from findap_jax.ablations import write_ablation_report
+    print(f"wrote {write_ablation_report(args.workdirs, args.out)}")
+    return 0
+
+
 def _compare(args) -> int:
     from findap_jax.eval.report import compare_chart
     print(f"wrote {compare_chart(args.runs, args.out, args.label)}")
@@ -149,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="PNG path")
     r.add_argument("--label", action="append", default=None, help="legend label per run (repeat)")
     r.set_defaults(fn=_compare)
+
+    a = sub.add_parser("ablations", help="one markdown table over several recipe workdirs (ablation arms)")
+    a.add_argument("workdirs", nargs="+", help="recipe workdirs, one per arm")
+    a.add_argument("--out", required=True, help="markdown path")
+    a.set_defaults(fn=_ablations)
 
     d = sub.add_parser("data", help="inspect a data config (token counts, shares, masks)")
     d.add_argument("action", choices=["inspect"])

@@ -93,3 +93,65 @@ def test_rpo_trains_on_distilled_pairs_mixed_with_general_pairs(tiny_chat_model,
     assert Path(final).is_dir() and r.notes == []
     saved = json.loads((tmp_path / "rpo" / "config.json").read_text())["data"]
     assert saved["tasks"]["distilled_pairs"]["train"] == str(pairs) and saved["mixture"] == "custom"
+
+
+def test_a_crash_in_each_stage_resumes_to_the_uninterrupted_result(tiny_chat_model, tmp_path, monkeypatch):
+    """Crash once inside every stage in turn (stage-1 training, its eval, distillation, RPO),
+    rerunning the same command after each: the end state equals one uninterrupted run."""
+    from findap_jax.distill import pipeline
+    from findap_jax.eval import evaluate
+    from findap_jax.train import trainer as trainer_mod
+
+    class Stop(Exception):
+        pass
+
+    over = dict(eval_before="false", **{"distill.exercises_per_batch": "1"})
+    whole = tmp_path / "whole"
+    run_recipe(_cfg(tiny_chat_model, **over), whole, log=lambda *_: None)
+
+    real_save, real_task, real_batch = trainer_mod.Checkpointer.save, evaluate.run_task, pipeline.process_batch
+    armed = {"stage": None}
+
+    def save(self, step, *a, **k):
+        real_save(self, step, *a, **k)
+        if step == 2 and armed["stage"] in Path(self.dir).parts:
+            raise Stop()
+
+    def run_task(model, tok, task, *a, **k):
+        if armed["stage"] == "eval" and task.name == "cfa_mini":   # after fpb, before cfa_mini
+            raise Stop()
+        return real_task(model, tok, task, *a, **k)
+
+    batches = []
+
+    def process_batch(*a, **k):
+        batches.append(1)
+        if armed["stage"] == "distill" and len(batches) == 2:
+            raise Stop()
+        return real_batch(*a, **k)
+
+    monkeypatch.setattr(trainer_mod.Checkpointer, "save", save)
+    monkeypatch.setattr(evaluate, "run_task", run_task)
+    monkeypatch.setattr(pipeline, "process_batch", process_batch)
+    crashed = tmp_path / "crashed"
+    for stage in ("cpt_it", "eval", "distill", "rpo"):
+        armed["stage"] = stage
+        with pytest.raises(Stop):
+            run_recipe(_cfg(tiny_chat_model, **over), crashed, log=lambda *_: None)
+    armed["stage"] = None
+    run_recipe(_cfg(tiny_chat_model, **over), crashed, log=lambda *_: None)
+
+    def losses(d, stage):
+        return [(r["step"], r["loss"]) for r in
+                map(json.loads, (d / stage / "metrics.jsonl").read_text().splitlines())]
+
+    for stage in ("cpt_it", "rpo"):
+        assert losses(crashed, stage) == losses(whole, stage)
+    assert (crashed / "distill" / "pairs.jsonl").read_text() == (whole / "distill" / "pairs.jsonl").read_text()
+    for label in ("cpt_it", "rpo"):
+        a, b = (json.loads((d / "eval" / label / "results.json").read_text()) for d in (crashed, whole))
+        for res in (a, b):
+            for r in res.values():
+                for k in ("seconds", "examples_per_s"):
+                    r.pop(k)
+        assert a == b

@@ -9,14 +9,20 @@ from pathlib import Path
 from findap_jax.eval.tasks import CAPABILITIES, SPLITS
 
 
+def read_json(path: str | Path):
+    """A JSON file; a damaged one is a `file:line` error."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+
+
 def read_results(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "results.json"
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no results.json (is {run_dir} an eval output dir?)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
 
 
 def _fmt(v) -> str:
