@@ -2,7 +2,8 @@
 predictions/<task>.jsonl, report.md (capability table) and, given other runs, a chart.
 
 Outputs are written atomically and results.json is merged, so re-running one task keeps
-the other tasks' numbers and a crash never leaves a half-written file.
+the other tasks' numbers and a crash never leaves a half-written file; generation tasks
+resume from their per-batch progress files (eval/progress.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from findap_jax.config import comma_list
+from findap_jax.eval.progress import GenerationProgress, model_fingerprint, progress_path, result_file_name
 from findap_jax.eval.report import capability_table, compare_chart, read_results
 from findap_jax.eval.runner import model_judge, run_task
 from findap_jax.eval.tasks import get_task, load_rows
@@ -59,9 +61,11 @@ def load_judge(cfg, model, tokenizer, tasks, mesh=None):
     return model_judge(model, tokenizer, cfg.batch_size), spec or "self (the evaluated model)"
 
 
-def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, dict]:
+def evaluate_model(model, tokenizer, cfg, mesh=None, log=print, progress_dir=None,
+                   fingerprint: str = "") -> tuple[dict, dict]:
     """Run cfg.tasks on an in-memory model (also used inside training).
-    Returns ({key: metrics}, {key: prediction records})."""
+    Returns ({key: metrics}, {key: prediction records}). With `progress_dir`, generation
+    tasks append each batch's answers there and reuse the ones a killed run left."""
     files = dict(cfg.files)
     tasks = parse_tasks(cfg.tasks)
     for name in files:
@@ -71,10 +75,15 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print) -> tuple[dict, d
     results, predictions = {}, {}
     for key, task, mode in tasks:
         rows = load_rows(task, cfg.data_dir, files.get(task.name), cfg.limit, cfg.sample_seed)
+        progress = None
+        if progress_dir is not None and mode != "loglik":
+            progress = GenerationProgress(progress_path(progress_dir, key), fingerprint)
+            if progress.done:
+                log(f"eval {key}: resuming, {len(progress.done)} answers in {progress.path}")
         res, recs = run_task(model, tokenizer, task, rows, mode=mode, chat=cfg.chat, system=cfg.system,
                              batch_size=cfg.batch_size, rows_per_batch=cfg.rows_per_batch,
                              row_len=cfg.row_len, max_new_tokens=cfg.max_new_tokens, mesh=mesh,
-                             judge=judge)
+                             judge=judge, progress=progress)
         primary = res["primary"]
         res.update(split=task.split, capability=task.capability, domain=task.domain)
         if mode == "judge":
@@ -99,12 +108,14 @@ def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict
     if (out / "results.json").is_file():
         merged = read_results(out)
     for key, recs in predictions.items():
-        name = key.replace(":", "@")
+        name = result_file_name(key)
         _atomic_write(out / "predictions" / f"{name}.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     merged.update(results)
     _atomic_write(out / "results.json", json.dumps(merged, indent=2, sort_keys=True) + "\n")
     _atomic_write(out / "report.md", "# FinEval results\n\n" + capability_table(merged))
+    for key in predictions:   # written: the resume files are no longer needed
+        progress_path(out, key).unlink(missing_ok=True)
     return merged
 
 
@@ -120,10 +131,13 @@ def run_eval(cfg, log=print) -> dict:
         if not (Path(d) / "results.json").is_file():
             raise FileNotFoundError(f"compare: {d}/results.json not found")
     mesh = make_mesh(dict(cfg.mesh))
-    model, tok = load_pretrained(resolve_eval_model(cfg.model), dtype=cfg.dtype, mesh=mesh,
-                                 chat_format=cfg.chat_format)
-    results, predictions = evaluate_model(model, tok, cfg, mesh=mesh, log=log)
+    model_path = resolve_eval_model(cfg.model)
+    model, tok = load_pretrained(model_path, dtype=cfg.dtype, mesh=mesh, chat_format=cfg.chat_format)
     import jax
+    # one process: resumable generation (several hosts would each need the same file)
+    resume = cfg.output_dir if jax.process_count() == 1 else None
+    results, predictions = evaluate_model(model, tok, cfg, mesh=mesh, log=log, progress_dir=resume,
+                                          fingerprint=model_fingerprint(model_path, cfg.dtype))
     if jax.process_index() == 0:
         write_outputs(cfg.output_dir, results, predictions)
         if compare:

@@ -57,10 +57,18 @@ def _generate(model, tokenizer, task, rows, mode, chat, opts):
                else [task.prompt(mode, row) for row in rows])
     new_tokens = opts.get("max_new_tokens") or task.max_new_tokens
     encoded, truncated = fit_prompts(model, encode_prompts(tokenizer, prompts, chat, None), new_tokens)
-    outs = generate_from_ids(model, tokenizer, encoded, max_new_tokens=new_tokens, stop=list(task.stop),
-                             batch_size=opts.get("batch_size", 16))
-    preds = [{"pred": extract(task, row, text), "prediction": text} for row, text in zip(rows, outs)]
-    return preds, {"truncated": truncated}
+    progress = opts.get("progress")   # eval.progress.GenerationProgress: resume a killed run
+    keys = [progress.key(e, new_tokens, task.stop) for e in encoded] if progress else []
+    todo = [i for i in range(len(rows)) if not progress or keys[i] not in progress.done]
+    on_batch = None
+    if progress:
+        on_batch = lambda idx, texts: progress.append([keys[todo[j]] for j in idx], texts)  # noqa: E731
+    new = generate_from_ids(model, tokenizer, [encoded[i] for i in todo], max_new_tokens=new_tokens,
+                            stop=list(task.stop), batch_size=opts.get("batch_size", 16), on_batch=on_batch)
+    outs = dict(zip(todo, new))
+    texts = [outs[i] if i in outs else progress.done[keys[i]] for i in range(len(rows))]
+    preds = [{"pred": extract(task, row, text), "prediction": text} for row, text in zip(rows, texts)]
+    return preds, {"truncated": truncated, "resumed": len(rows) - len(todo)}
 
 
 def model_judge(model, tokenizer, batch_size: int = 16):
@@ -80,7 +88,8 @@ def model_judge(model, tokenizer, batch_size: int = 16):
 def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: str | None = None,
              chat: bool = True, **opts) -> tuple[dict, list[dict]]:
     """Score one task. Returns (metrics with n, mode and examples_per_s; prediction records).
-    Judge mode needs opts["judge"]: a callable(list of prompts) -> list of replies."""
+    Judge mode needs opts["judge"]: a callable(list of prompts) -> list of replies.
+    opts["progress"] (generation modes): a GenerationProgress whose rows are not regenerated."""
     mode = mode or task.mode
     if mode not in task.modes:
         raise ValueError(f"task {task.name} has no {mode!r} mode (modes: {', '.join(task.modes)})")
@@ -101,8 +110,9 @@ def run_task(model, tokenizer, task: EvalTask, rows: Sequence[dict], *, mode: st
     seconds = time.perf_counter() - t0
     result = task_metrics(task, rows, preds, mode)
     primary = JUDGE_PRIMARY if mode == "judge" else PRIMARY[task.answer_type]
+    fresh = len(rows) - stats.get("resumed", 0)   # examples/s counts rows scored in this run
     result.update(n=len(rows), mode=mode, primary=primary, seconds=round(seconds, 2),
-                  examples_per_s=round(len(rows) / max(seconds, 1e-9), 3), **stats)
+                  examples_per_s=round(fresh / max(seconds, 1e-9), 3), **stats)
     records = []
     for row, text, pr in zip(rows, prompts, preds):
         rec = {"id": row["id"], "prompt": text, "prediction": pr["prediction"], "pred": pr["pred"],

@@ -214,12 +214,12 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperatur
 def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
                       temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                       seeds: Sequence[int] | None = None, stop: Sequence[str] | None = None,
-                      batch_size: int = 16) -> list[str]:
-    """`generate` for prompts already tokenised (e.g. truncated by the caller)."""
+                      batch_size: int = 16, on_batch=None) -> list[str]:
+    """`generate` for prompts already tokenised (e.g. truncated by the caller); results in
+    the order given. `on_batch(indices, texts)` is called after each batch (progress files)."""
     if seeds is not None and len(seeds) != len(encoded):
         raise ValueError(f"seeds: {len(seeds)} given for {len(encoded)} prompts")
     stop = [s for s in (stop or []) if s]
-    results: list[str] = []
 
     def cut(text: str) -> tuple[str, bool]:
         hits = [text.find(s) for s in stop if s in text]
@@ -228,12 +228,23 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
     def should_stop(_row, toks):
         return bool(stop) and len(toks) % 4 == 0 and cut(tokenizer.decode(toks))[1]
 
+    # Rows whose tokens do not depend on their batch (greedy, or a seed per row) are batched
+    # shortest prompt first: less left padding in the prefill and a shorter KV cache. One
+    # batch-wide sampling stream keeps the given order (its draws depend on the batch).
+    n = len(encoded)
+    order = list(range(n))
+    if temperature == 0.0 or seeds is not None:
+        order.sort(key=lambda i: len(encoded[i]))
     layers = unrolled_layers(model) if encoded else None
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        new = generate_ids(model, chunk, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
-                           max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, seed=seed + start, should_stop=should_stop, layers=layers,
-                           seeds=None if seeds is None else seeds[start:start + batch_size])
-        results += [cut(tokenizer.decode(toks))[0] for toks in new]
+    results: list[str | None] = [None] * n
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        new = generate_ids(model, [encoded[i] for i in rows], eos_ids=tokenizer.eos_ids,
+                           pad_id=tokenizer.pad_id, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_k=top_k, top_p=top_p, seed=seed + start, should_stop=should_stop,
+                           layers=layers, seeds=None if seeds is None else [seeds[i] for i in rows])
+        for i, toks in zip(rows, new):
+            results[i] = cut(tokenizer.decode(toks))[0]
+        if on_batch is not None:
+            on_batch(rows, [results[i] for i in rows])
     return results

@@ -1,0 +1,74 @@
+"""Progress of a generation task, so a killed or preempted `findap-jax eval` resumes where it
+stopped instead of regenerating hours of answers.
+
+Every finished generation batch appends one line per row to
+`output_dir/predictions/.progress/<task>.jsonl`: {"key", "text"}. The key hashes what the
+answer depends on (the model's fingerprint, the prompt's token ids, the token budget and the
+stop strings), so a changed prompt, model or budget regenerates that row rather than
+reusing a stale answer. The file is removed once the task's outputs are written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def result_file_name(key: str) -> str:
+    """File stem of a result key ("cfa_mini:loglik" -> "cfa_mini@loglik")."""
+    return key.replace(":", "@")
+
+
+def progress_path(out_dir: str | Path, key: str) -> Path:
+    return Path(out_dir) / "predictions" / ".progress" / f"{result_file_name(key)}.jsonl"
+
+
+def model_fingerprint(path: str, dtype: str) -> str:
+    """Path, dtype and modification time of the model files (a model retrained into the
+    same path gets a new fingerprint)."""
+    p = Path(path)
+    mtime = p.stat().st_mtime_ns if p.exists() else 0
+    return f"{p.resolve() if p.exists() else path}|{dtype}|{mtime}"
+
+
+def row_key(fingerprint: str, prompt_ids: Sequence[int], max_new_tokens: int, stop: Sequence[str]) -> str:
+    blob = json.dumps([fingerprint, list(map(int, prompt_ids)), int(max_new_tokens), list(stop)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class GenerationProgress:
+    """Answers already generated for one task (read at start), appended to per batch."""
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.done: dict[str, str] = {}
+        if self.path.exists():
+            text = self.path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):   # the torn tail of a killed write: drop it
+                text = text[:text.rfind("\n") + 1]
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, self.path)
+            for i, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    self.done[rec["key"]] = rec["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{self.path}:{i}: bad progress record ({e}); delete the file "
+                                     "to regenerate the task") from None
+
+    def key(self, prompt_ids, max_new_tokens: int, stop) -> str:
+        return row_key(self.fingerprint, prompt_ids, max_new_tokens, stop)
+
+    def append(self, keys: Sequence[str], texts: Sequence[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for k, t in zip(keys, texts):
+                f.write(json.dumps({"key": k, "text": t}, ensure_ascii=False) + "\n")
+                self.done[k] = t
+            f.flush()
+            os.fsync(f.fileno())
