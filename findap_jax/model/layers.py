@@ -128,26 +128,50 @@ def attend_reference(q, k, v, mask):
 
 def _attend_block(q, k, v, mask):
     """q [B,T,H,D] against k/v [B,S,K,D] with the query groups of a kv head stacked
-    along the query axis: every score is a plain [G*T, S] matmul per (batch, kv head)."""
+    along the query axis: every score is a plain [G*T, S] matmul per (batch, kv head).
+    Probabilities stay unnormalised through the value matmul (values transposed so both
+    operands contract their minor axis); the [G*T, D] output is divided by the row sums
+    instead of the [G*T, S] scores."""
     b, t, h, d = q.shape
     kv = k.shape[2]
     g = h // kv
     qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
-    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
     scores = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(d)
     m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
-    probs = jax.nn.softmax(jnp.where(m, scores, _MASK_VALUE), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, vh, preferred_element_type=jnp.float32).astype(v.dtype)
+    scores = jnp.where(m, scores, _MASK_VALUE)
+    p = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+    out = jnp.einsum("bkqs,bkds->bkqd", p.astype(v.dtype), vt, preferred_element_type=jnp.float32)
+    out = (out / p.sum(-1, keepdims=True)).astype(v.dtype)
     return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
-def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "xla"):
+def _causal_blocks(q, k, v, mask, block):
+    """Query blocks against the keys up to each block's end (the masked upper triangle skipped)."""
+    outs = []
+    for start in range(0, q.shape[1], block):
+        end = min(start + block, q.shape[1])
+        outs.append(_attend_block(q[:, start:end], k[:, :end], v[:, :end], mask[:, start:end, :end]))
+    return jnp.concatenate(outs, axis=1)
+
+
+def rows_one_at_a_time() -> bool:
+    """Causal attention one batch row at a time (a loop on the device): on a single CPU
+    device each row's scores then stay in cache, 1.6x faster for a 16 x 1,024 prefill
+    (forward) and ~15% for a 4 x 512 train step's attention. Accelerators, and CPU meshes
+    (whose batch axis is sharded), keep the batched form."""
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
+def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "xla",
+           per_row: bool | None = None):
     """Grouped-query attention. q [B,T,H,D], k/v [B,S,K,D], mask [B,T,S] bool.
 
     `causal` promises that query i only sees keys j <= i (training, prefill): queries
     then go in blocks of `block` against the keys up to the block's end, which skips the
     masked upper triangle (~40% of the work at T=512) and keeps each block's scores in
-    cache. `impl`: "xla" (this), "reference" (attend_reference), "dot_product_attention"
+    cache. `per_row` (None: `rows_one_at_a_time()`) runs causal rows in a `lax.map`.
+    `impl`: "xla" (this), "reference" (attend_reference), "dot_product_attention"
     (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies)."""
     if impl == "reference":
         return attend_reference(q, k, v, mask)
@@ -158,11 +182,11 @@ def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "x
     t = q.shape[1]
     if not causal or t <= block or k.shape[1] != t:
         return _attend_block(q, k, v, mask)
-    outs = []
-    for start in range(0, t, block):
-        end = min(start + block, t)
-        outs.append(_attend_block(q[:, start:end], k[:, :end], v[:, :end], mask[:, start:end, :end]))
-    return jnp.concatenate(outs, axis=1)
+    if per_row is None:
+        per_row = rows_one_at_a_time()
+    if not per_row or q.shape[0] == 1:
+        return _causal_blocks(q, k, v, mask, block)
+    return jax.lax.map(lambda xs: _causal_blocks(*(a[None] for a in xs), block)[0], (q, k, v, mask))
 
 
 class Attention(nnx.Module):

@@ -49,16 +49,18 @@ def _packed_mask(t, cuts, pad):
     return jnp.asarray(np.stack([mask, mask]))
 
 
-@pytest.mark.parametrize("t,block", [(300, 128), (64, 16), (40, 64)])
-def test_blocked_causal_attention_equals_reference(t, block):
-    """Packed documents and trailing padding; t not a multiple of the block."""
+@pytest.mark.parametrize("t,block,per_row", [(300, 128, False), (64, 16, False), (40, 64, False),
+                                             (300, 128, True), (64, 16, True)])
+def test_blocked_causal_attention_equals_reference(t, block, per_row):
+    """Packed documents and trailing padding; t not a multiple of the block; batched or
+    one row at a time (the single-CPU-device path)."""
     q, k, v = _rand(0, 2, t, 6, 8), _rand(1, 2, t, 2, 8), _rand(2, 2, t, 2, 8)
     mask = _packed_mask(t, [t // 3, t // 2], pad=5)
     probe = _rand(3, 2, t, 6, 8)
-    out = attend(q, k, v, mask, causal=True, block=block)
+    out = attend(q, k, v, mask, causal=True, block=block, per_row=per_row)
     np.testing.assert_allclose(out, attend_reference(q, k, v, mask), atol=1e-5)
     f = lambda fn: jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * probe), (0, 1, 2))  # noqa: E731
-    ours = f(lambda q, k, v: attend(q, k, v, mask, causal=True, block=block))(q, k, v)
+    ours = f(lambda q, k, v: attend(q, k, v, mask, causal=True, block=block, per_row=per_row))(q, k, v)
     ref = f(lambda q, k, v: attend_reference(q, k, v, mask))(q, k, v)
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, atol=1e-5)
