@@ -11,7 +11,6 @@ one warm-up call.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
@@ -21,6 +20,7 @@ from timing import median_time  # bench/timing.py
 from findap_jax import load_pretrained
 from findap_jax.checkpoints import save_pretrained
 from findap_jax.checkpoints.hub import cache_dir, smollm2_gguf
+from findap_jax.generation import sampler
 from findap_jax.generation.sampler import generate_ids
 
 
@@ -31,7 +31,11 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ref", action="store_true", help="skip transformers")
+    ap.add_argument("--ynn-decode", action="store_true",
+                    help="compile decode steps with XLA's default CPU options (YNNPACK dots): the A/B")
     args = ap.parse_args()
+    if args.ynn_decode:
+        sampler.decode_compiler_options = lambda: None
 
     model, tok = load_pretrained(smollm2_gguf())
     ref = None

@@ -7,29 +7,17 @@ recipe's own report.md compares stages within one run; this compares runs.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from findap_jax.eval.report import read_json, read_results
+from findap_jax.eval.report import read_json, read_jsonl, read_results
 from findap_jax.recipe import TRAIN_STAGES as _STAGE1
 
 TRAINED = _STAGE1 + ("rpo",)          # recipe stages that train, in run order
 EVAL_ORDER = ("base",) + TRAINED      # eval labels, in run order
 # shown beside a task's primary metric: accuracy alone hides a model that says one label
 BALANCE_METRICS = ("macro_f1", "mcc")
-
-
-def _metrics(path: Path) -> list[dict]:
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON: {e.msg}") from None
-    return rows
 
 
 def read_arm(workdir: str | Path) -> dict:
@@ -48,7 +36,7 @@ def read_arm(workdir: str | Path) -> dict:
         done, mpath = wd / f".{stage}.done", wd / stage / "metrics.jsonl"
         if not (done.exists() and mpath.exists()):
             continue
-        rows = [r for r in _metrics(mpath) if "loss" in r]
+        rows = [r for r in read_jsonl(mpath) if "loss" in r]
         if not rows:
             continue
         info = {"steps": rows[-1]["step"], "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],

@@ -19,6 +19,7 @@ from pathlib import Path
 import ml_collections
 
 from findap_jax import defaults
+from findap_jax.eval.report import read_json, read_jsonl
 
 TRAIN_STAGES = ("cpt_it", "cpt_it_2")
 STAGES = TRAIN_STAGES + ("distill", "rpo")
@@ -91,7 +92,7 @@ class Recipe:
 
     def _info(self, name: str) -> dict | None:
         p = self._done(name)
-        return json.loads(p.read_text()) if p.exists() else None
+        return read_json(p) if p.exists() else None
 
     # -- stages -----------------------------------------------------------------
     def evaluate(self, label: str, model_path: str) -> None:
@@ -214,8 +215,7 @@ def chat_check(model_path: str, max_new_tokens: int, out_dir: Path) -> dict:
     from findap_jax.eval.evaluate import resolve_eval_model
     from findap_jax.generation.sampler import encode_prompts, fit_prompts, generate_ids
 
-    prompts = [json.loads(line) for line in
-               (Path(__file__).parent / "eval" / "bundled" / "chat_prompts.jsonl").read_text().splitlines()]
+    prompts = read_jsonl(Path(__file__).parent / "eval" / "bundled" / "chat_prompts.jsonl")
     model, tok = load_pretrained(resolve_eval_model(str(model_path)))
     encoded, _ = fit_prompts(model, encode_prompts(tok, [p["prompt"] for p in prompts], True, None),
                              max_new_tokens)
@@ -248,14 +248,14 @@ def write_report(workdir: Path, evals, curves, notes=()) -> Path:
                  for _, r in runs]
         lines.append(f"| {k} | {first.get('split', '')} | {first.get('capability', '')} | {metric} | "
                      f"{first.get('n', '')} | " + " | ".join(cells) + " |")
-    checks = [json.loads((workdir / f".eval_{label}.done").read_text()).get("chat_check")
+    checks = [read_json(workdir / f".eval_{label}.done").get("chat_check")
               if (workdir / f".eval_{label}.done").exists() else None for label, _ in runs]
     if any(checks):
         lines.append("| chat replies ending their turn | | instruction following | count | | " +
                      " | ".join(f"{c['ended']}/{c['n']}" if c else "—" for c in checks) + " |")
     lines += ["", "## Stages", "", "| stage | seconds | detail |", "|---|---|---|"]
     for p in sorted(workdir.glob(".*.done")):
-        info = json.loads(p.read_text())
+        info = read_json(p)
         detail = info.get("stats") or info.get("tasks") or info.get("final", "")
         if isinstance(detail, dict):
             detail = ", ".join(f"{k} {v}" for k, v in detail.items() if isinstance(v, (int, float)))
@@ -288,7 +288,7 @@ def _plot(path: Path, runs, curves) -> Path:
     ax1.set_title("FinEval per stage")
     for name, mpath in curves.items():
         if mpath.exists():
-            rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
+            rows = read_jsonl(mpath)
             ax2.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name, marker=".")
     ax2.set_xlabel("step")
     ax2.set_ylabel("training loss")

@@ -17,6 +17,18 @@ def read_json(path: str | Path):
         raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
 
 
+def read_jsonl(path: str | Path) -> list:
+    """One JSON value per non-blank line; a damaged line is a `file:line` error."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: invalid JSON: {e.msg}") from None
+    return rows
+
+
 def read_results(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "results.json"
     try:

@@ -235,7 +235,6 @@ class MLP(nnx.Module):
         self.dtype, self.rules = dtype, rules
 
     def __call__(self, x):
-        dt = self.dtype
         g = matmul(x, self.gate_proj[...])
         u = matmul(x, self.up_proj[...])
         h = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"), self.rules)

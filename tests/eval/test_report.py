@@ -1,0 +1,49 @@
+"""Result files and tables: damaged JSON is a `file:line` error, every FinEval axis gets a row,
+the comparison chart needs one label per run."""
+import json
+
+import pytest
+
+from findap_jax.eval.report import capability_table, compare_chart, read_json, read_jsonl, read_results
+
+
+def test_damaged_json_and_jsonl_are_located(tmp_path):
+    bad = tmp_path / "x.done"
+    bad.write_text('{\n "seconds": 1,\n "stats": {')
+    with pytest.raises(ValueError, match=r"x\.done:3: invalid JSON"):
+        read_json(bad)
+    lines = tmp_path / "metrics.jsonl"
+    lines.write_text('{"step": 1}\n\n{"step": 2}\n{"step": \n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:4: invalid JSON"):
+        read_jsonl(lines)
+    lines.write_text('{"step": 1}\n\n{"step": 2}\n')
+    assert read_jsonl(lines) == [{"step": 1}, {"step": 2}]
+
+
+def test_missing_results_names_the_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        read_results(tmp_path)
+
+
+def _results(tmp_path, name, acc):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({
+        "fpb": {"accuracy": acc, "n": 996, "mode": "loglik", "split": "similar", "capability": "tasks",
+                "primary": "accuracy"}}))
+    return d
+
+
+def test_capability_table_fills_every_axis(tmp_path):
+    table = capability_table(read_results(_results(tmp_path, "a", 0.237)))
+    rows = [r for r in table.splitlines()[2:] if r]
+    assert any("| fpb | accuracy | 23.7 | 996 | loglik |" in r for r in rows)
+    assert sum("| — |" in r for r in rows) == len(rows) - 1   # the other axes say they hold no task
+
+
+def test_compare_chart_wants_one_label_per_run(tmp_path):
+    runs = [_results(tmp_path, "a", 0.2), _results(tmp_path, "b", 0.5)]
+    with pytest.raises(ValueError, match="2 runs"):
+        compare_chart(runs, tmp_path / "c.png", labels=["only one"])
+    out = compare_chart(runs, tmp_path / "plots" / "c.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
