@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from findap_jax.eval.report import read_json, read_jsonl, read_results
+from findap_jax.eval.report import read_json, read_jsonl, read_results, write_text_atomic
 from findap_jax.recipe import TRAIN_STAGES as _STAGE1
 
 TRAINED = _STAGE1 + ("rpo",)          # recipe stages that train, in run order
@@ -104,7 +104,6 @@ def ablation_table(arms: Sequence[dict]) -> str:
 def write_ablation_report(workdirs: Sequence[str | Path], out: str | Path) -> Path:
     """Read every workdir (errors name the workdir), write the markdown table atomically."""
     arms = [read_arm(w) for w in workdirs]
-    out = Path(out)
     text = "# Ablation arms\n\n" + ablation_table(arms)
     notes = []
     for a in arms:
@@ -113,7 +112,4 @@ def write_ablation_report(workdirs: Sequence[str | Path], out: str | Path) -> Pa
             notes.append(f"- {a['name']}: distillation {counts}")
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return out
+    return write_text_atomic(out, text)

@@ -19,7 +19,7 @@ from pathlib import Path
 import ml_collections
 
 from findap_jax import defaults
-from findap_jax.eval.report import read_json, read_jsonl
+from findap_jax.eval.report import read_json, read_jsonl, write_text_atomic
 
 TRAIN_STAGES = ("cpt_it", "cpt_it_2")
 STAGES = TRAIN_STAGES + ("distill", "rpo")
@@ -85,9 +85,7 @@ class Recipe:
         """Mark a stage complete (process 0 writes; every process waits for it)."""
         import jax
         if jax.process_index() == 0:
-            tmp = self._done(name).with_suffix(".tmp")
-            tmp.write_text(json.dumps(info, indent=1))
-            tmp.replace(self._done(name))
+            write_text_atomic(self._done(name), json.dumps(info, indent=1))
         _barrier(f"recipe_{name}")
 
     def _info(self, name: str) -> dict | None:

@@ -8,12 +8,11 @@ resume from their per-batch progress files (eval/progress.py).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from findap_jax.config import comma_list
 from findap_jax.eval.progress import GenerationProgress, model_fingerprint, progress_path, result_file_name
-from findap_jax.eval.report import capability_table, compare_chart, read_results
+from findap_jax.eval.report import capability_table, compare_chart, read_results, write_text_atomic
 from findap_jax.eval.runner import model_judge, run_task
 from findap_jax.eval.tasks import get_task, load_rows
 
@@ -93,13 +92,6 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print, progress_dir=Non
     return results, predictions
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict:
     """Merge into out_dir/results.json, write each task's predictions and report.md.
     Returns the merged results."""
@@ -109,11 +101,11 @@ def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict
         merged = read_results(out)
     for key, recs in predictions.items():
         name = result_file_name(key)
-        _atomic_write(out / "predictions" / f"{name}.jsonl",
+        write_text_atomic(out / "predictions" / f"{name}.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     merged.update(results)
-    _atomic_write(out / "results.json", json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    _atomic_write(out / "report.md", "# FinEval results\n\n" + capability_table(merged))
+    write_text_atomic(out / "results.json", json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / "report.md", "# FinEval results\n\n" + capability_table(merged))
     for key in predictions:   # written: the resume files are no longer needed
         progress_path(out, key).unlink(missing_ok=True)
     return merged

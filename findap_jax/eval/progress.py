@@ -15,6 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from findap_jax.eval.report import write_text_atomic
+
 
 def result_file_name(key: str) -> str:
     """File stem of a result key ("cfa_mini:loglik" -> "cfa_mini@loglik")."""
@@ -48,9 +50,7 @@ class GenerationProgress:
             text = self.path.read_text(encoding="utf-8")
             if text and not text.endswith("\n"):   # the torn tail of a killed write: drop it
                 text = text[:text.rfind("\n") + 1]
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, self.path)
+                write_text_atomic(self.path, text)
             for i, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue

@@ -3,10 +3,21 @@ chart comparing runs (PNG)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from findap_jax.eval.tasks import CAPABILITIES, SPLITS
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write through a temporary file and rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def read_json(path: str | Path):
