@@ -137,13 +137,15 @@ def fit_prompts(model, encoded: Sequence[Sequence[int]], max_new_tokens: int) ->
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequence[int], pad_id: int,
                  max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  seed: int = 0, seeds: Sequence[int] | None = None, should_stop=None,
-                 layers="auto") -> list[list[int]]:
+                 layers="auto", compact: bool = True) -> list[list[int]]:
     """Generate for one batch; returns new tokens per row, cut after the first EOS.
     `seeds`: one per row, each row sampling from its own key stream (its tokens then do not
     depend on the other rows); None: one stream from `seed` for the batch.
     `should_stop(row, tokens)` lets the caller end a row early (stop strings). `layers`:
     per-layer weights from `unrolled_layers` (pass them to reuse across batches), None to
-    run the scanned stack, "auto" to pick by backend."""
+    run the scanned stack, "auto" to pick by backend. `compact`: once half the rows are
+    done, decode only the live ones (a smaller batch; same tokens), so one long answer
+    does not keep the whole batch decoding."""
     b = len(prompt_ids)
     if seeds is not None and len(seeds) != b:
         raise ValueError(f"seeds: {len(seeds)} given for {b} prompts")
@@ -178,33 +180,58 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     out: list[list[int]] = [[] for _ in range(b)]
     done = np.zeros(b, bool)
 
-    def take(host_tokens) -> bool:
-        for i in range(b):
+    def take(slots, host_tokens) -> bool:
+        for j, i in enumerate(slots):
             if done[i]:
                 continue
-            if int(host_tokens[i]) in eos:
+            if int(host_tokens[j]) in eos:
                 done[i] = True
             else:
-                out[i].append(int(host_tokens[i]))
+                out[i].append(int(host_tokens[j]))
                 if should_stop is not None and should_stop(i, out[i]):
                     done[i] = True
         return bool(done.all())
 
     produced = 1
-    finished = take(np.asarray(tok))
+    finished = take(range(b), np.asarray(tok))
+    slots = np.arange(b)   # slots[j]: the prompt row decoded in batch slot j
+    # Finished rows can leave the batch when a row's tokens do not depend on its batch
+    # (greedy, or a key per row): one batch-wide sampling stream draws by batch shape.
+    compactable = compact and (temperature <= 0.0 or seeds is not None)
     while not finished and produced < max_new_tokens:
+        if compactable:
+            live = np.flatnonzero(~done[slots])
+            if len(live) <= len(slots) // 2:   # halve (or more) the batch: powers of two
+                width = 1 << (len(live) - 1).bit_length()
+                keep = np.concatenate([live, np.flatnonzero(done[slots])[:width - len(live)]])
+                tok, cache, key = _keep_rows(tok, cache, key, jnp.asarray(keep, jnp.int32))
+                slots, next_pos = slots[keep], next_pos[keep]
         left = max_new_tokens - produced   # a power of two bounds the compiled variants
         n = min(DECODE_CHUNK, 1 << (left - 1).bit_length())
         toks, cache = decode(state, layers, tok, jnp.asarray(next_pos + produced - 1), cache, key,
                              jnp.int32(produced - 1), n)
         host = np.asarray(toks)
         for j in range(min(n, left)):
-            if take(host[:, j]):
+            if take(slots, host[:, j]):
                 finished = True
                 break
         produced += min(n, left)
         tok = toks[:, -1]
     return out
+
+
+@jax.jit
+def _keep_rows(tok, cache: KVCache, key, keep):
+    """The batch slots `keep` of the last tokens, the cache and per-row keys (a batch-wide
+    key [2] is kept as is)."""
+    def rows(x, axis):
+        return jnp.take(x, keep, axis=axis)
+    if isinstance(cache.k, tuple):
+        k, v = tuple(rows(x, 0) for x in cache.k), tuple(rows(x, 0) for x in cache.v)
+    else:
+        k, v = rows(cache.k, 1), rows(cache.v, 1)
+    cache = cache.replace(k=k, v=v, valid=rows(cache.valid, 0))
+    return rows(tok, 0), cache, (rows(key, 0) if key.ndim == 2 else key)
 
 
 def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0,

@@ -46,6 +46,34 @@ def test_batched_prompts_equal_one_at_a_time(tiny):
     assert chat == [generate(model, tok, [p], max_new_tokens=6, chat=True)[0] for p in prompts]
 
 
+def test_finished_rows_leave_the_batch_with_the_same_tokens(tiny, monkeypatch):
+    """Rows ending at different steps: the batch shrinks to the live rows (powers of two)
+    and every row's tokens equal those of the uncompacted batch."""
+    from findap_jax.generation import sampler
+    model, _ = tiny
+    prompts = [[5 + i, 17, 33 + 2 * i, 2][:2 + i % 3] for i in range(7)]
+    ends = {i: 2 + 17 * (i % 4) for i in range(7)}   # row i stops after ends[i] tokens
+
+    def should_stop(row, toks):
+        return len(toks) >= ends[row]
+    widths = []
+    keep_rows = sampler._keep_rows
+    monkeypatch.setattr(sampler, "_keep_rows", lambda tok, *a: widths.append(tok.shape[0]) or keep_rows(tok, *a))
+    for kw in ({}, {"temperature": 1.0, "seeds": list(range(7))}):
+        args = dict(eos_ids=[-1], pad_id=0, max_new_tokens=60, should_stop=should_stop, **kw)
+        widths.clear()
+        fixed = generate_ids(model, prompts, compact=False, **args)
+        assert widths == []
+        compacted = generate_ids(model, prompts, **args)
+        assert compacted == fixed
+        assert [len(t) for t in compacted] == [ends[i] for i in range(7)]
+        assert widths == [7, 4]   # 7 slots -> 4 once 3 rows are live (step 33) -> 1 once 1 is (49)
+    widths.clear()   # one batch-wide sampling stream draws by batch shape: never compacted
+    generate_ids(model, prompts, eos_ids=[-1], pad_id=0, max_new_tokens=60, should_stop=should_stop,
+                 temperature=1.0)
+    assert widths == []
+
+
 def test_stops_at_eos_and_stop_strings(tiny):
     model, tok = tiny
     prompt = tok.encode("Hello! How can I")
