@@ -27,6 +27,12 @@ def bucket(n: int, step: int = 32) -> int:
     return max(step, -(-n // step) * step)
 
 
+def length_bucket(n: int) -> int:
+    """n rounded up to a multiple of max(32, 2^floor(log2 n) / 8): under 1/8 padding, and
+    at most 8 compiled prompt/cache lengths per doubling (each costs seconds to compile)."""
+    return bucket(n, max(32, (1 << (max(n, 1).bit_length() - 1)) // 8))
+
+
 def step_key(key, i):
     """`key` folded with step i: one key [2], or per-row keys [B, 2] each folded."""
     if key.ndim == 2:
@@ -155,8 +161,8 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     if longest + max_new_tokens > model.cfg.max_position_embeddings:   # positions count real tokens
         raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"max_position_embeddings {model.cfg.max_position_embeddings}")
-    plen = bucket(longest)
-    cache_len = bucket(plen + max_new_tokens)
+    plen = length_bucket(longest)
+    cache_len = length_bucket(plen + max_new_tokens)
     ids = np.full((b, plen), pad_id, np.int32)
     segs = np.zeros((b, plen), np.int32)
     for i, p in enumerate(prompt_ids):

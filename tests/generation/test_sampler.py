@@ -127,3 +127,11 @@ def test_bad_prompts(tiny):
         generate(model, tok, "one string", max_new_tokens=2)
     with pytest.raises(ValueError, match=r"prompts\[0\]\[0\]\.role"):
         generate(model, tok, [[{"role": "bot", "content": "x"}]], max_new_tokens=2)
+
+
+def test_length_buckets_pad_little_and_compile_few_shapes():
+    from findap_jax.generation.sampler import length_bucket
+    lengths = range(1, 8193)
+    got = [length_bucket(n) for n in lengths]
+    assert all(n <= g < max(n + 32, n * 9 / 8) for n, g in zip(lengths, got))
+    assert len({g for g in got if 2048 < g <= 4096}) == 8
