@@ -11,7 +11,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from findap_jax.eval.report import read_json, read_jsonl, read_results, write_text_atomic
+from findap_jax.eval.report import read_results
+from findap_jax.files import read_json, read_jsonl, write_text_atomic
 from findap_jax.recipe import TRAIN_STAGES as _STAGE1
 
 TRAINED = _STAGE1 + ("rpo",)          # recipe stages that train, in run order

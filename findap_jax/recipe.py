@@ -19,7 +19,7 @@ from pathlib import Path
 import ml_collections
 
 from findap_jax import defaults
-from findap_jax.eval.report import read_json, read_jsonl, write_text_atomic
+from findap_jax.files import read_json, read_jsonl, write_text_atomic
 
 TRAIN_STAGES = ("cpt_it", "cpt_it_2")
 STAGES = TRAIN_STAGES + ("distill", "rpo")

@@ -9,6 +9,7 @@ import numpy as np
 
 from findap_jax.checkpoints import safetensors_io as st
 from findap_jax.checkpoints.params import build_model, host_arrays
+from findap_jax.files import read_json
 from findap_jax.model import Llama, LlamaConfig
 
 # Buffers some exporters write that carry no learned state.
@@ -53,7 +54,7 @@ def read_config(path: str | os.PathLike) -> LlamaConfig:
 def _tensor_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index)["weight_map"]
         files = sorted({path / f for f in weight_map.values()})
         for f in files:
             if not f.exists():

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from findap_jax.data.chat import ChatFormat, Message
+from findap_jax.files import read_json
 
 # Llama-3 pre-tokenizer split pattern (public tokenizer.json of Meta-Llama-3).
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -150,11 +151,11 @@ class Tokenizer:
     def from_dir(cls, directory: str | os.PathLike, chat_format: str | None = None) -> "Tokenizer":
         d = Path(directory)
         conf_path = d / "tokenizer_config.json"
-        conf = json.loads(conf_path.read_text()) if conf_path.exists() else {}
+        conf = read_json(conf_path) if conf_path.exists() else {}
         gen_path = d / "generation_config.json"
-        gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
+        gen = read_json(gen_path) if gen_path.exists() else {}
         mcfg_path = d / "config.json"
-        mcfg = json.loads(mcfg_path.read_text()) if mcfg_path.exists() else {}
+        mcfg = read_json(mcfg_path) if mcfg_path.exists() else {}
         if (d / "tokenizer.json").exists():
             from tokenizers import Tokenizer as HFTokenizer
             backend, kind = HFTokenizer.from_file(str(d / "tokenizer.json")), "hf"

@@ -22,6 +22,7 @@ from findap_jax.distill.judge import FAP_KEYS, SCP_KEYS, ask_each
 from findap_jax.distill.pairs import fap_pairs, scp_pair
 from findap_jax.distill.prompts import FAP_JUDGE, SCP_JUDGE, exercise_text, load_exercises, policy_prompt
 from findap_jax.eval.extract import extract_choice
+from findap_jax.files import write_text_atomic
 
 # (prompts, k, exercise seeds) -> k trajectories per prompt
 Sampler = Callable[[list[str], int, list[int]], list[list[str]]]
@@ -48,9 +49,7 @@ def _restart(output: Path, progress: Path) -> set[str]:
     if output.exists():
         keep = [ln for ln in output.read_text().splitlines(keepends=True)
                 if ln.strip() and json.loads(ln)["prompt_id"] in done]
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text("".join(keep))
-        os.replace(tmp, output)
+        write_text_atomic(output, "".join(keep))
     return done
 
 
@@ -199,9 +198,7 @@ def distill(cfg, sampler: Sampler, judge: Judge, judge_name: str = "judge", log=
         if stop_after is not None and finished >= stop_after:
             break
     summary = summarize(progress)
-    tmp = output.with_name(output.name + ".stats.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, output.with_name(output.name + ".stats.json"))
+    write_text_atomic(output.with_name(output.name + ".stats.json"), json.dumps(summary, indent=2) + "\n")
     return summary
 
 

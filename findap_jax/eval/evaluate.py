@@ -12,9 +12,10 @@ from pathlib import Path
 
 from findap_jax.config import comma_list
 from findap_jax.eval.progress import GenerationProgress, model_fingerprint, progress_path, result_file_name
-from findap_jax.eval.report import capability_table, compare_chart, read_results, write_text_atomic
+from findap_jax.eval.report import capability_table, compare_chart, read_results
 from findap_jax.eval.runner import model_judge, run_task
 from findap_jax.eval.tasks import get_task, load_rows
+from findap_jax.files import write_text_atomic
 
 
 def parse_tasks(spec) -> list[tuple[str, object, str]]:

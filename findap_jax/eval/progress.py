@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from findap_jax.eval.report import write_text_atomic
+from findap_jax.files import write_text_atomic
 
 
 def result_file_name(key: str) -> str:

@@ -2,42 +2,11 @@
 chart comparing runs (PNG)."""
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from findap_jax.eval.tasks import CAPABILITIES, SPLITS
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write through a temporary file and rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: str | Path):
-    """A JSON file; a damaged one is a `file:line` error."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-
-
-def read_jsonl(path: str | Path) -> list:
-    """One JSON value per non-blank line; a damaged line is a `file:line` error."""
-    rows = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON: {e.msg}") from None
-    return rows
+from findap_jax.files import read_json
 
 
 def read_results(run_dir: str | Path) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from findap_jax.files import write_text_atomic
 from findap_jax.train.step import TrainState
 
 
@@ -85,6 +86,4 @@ def write_config(workdir: str | Path, config_json: str) -> None:
     path = Path(workdir) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     json.loads(config_json)  # must be valid JSON
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(config_json)
-    tmp.replace(path)
+    write_text_atomic(path, config_json)

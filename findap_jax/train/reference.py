@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from findap_jax.data.pipeline import make_iterator
+from findap_jax.files import read_json, write_text_atomic
 from findap_jax.train.step import pair_logps
 
 
@@ -45,11 +46,9 @@ def compute_table(model, data_cfg, shard: tuple[int, int]) -> dict[str, list[flo
 
 def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int]) -> dict[str, list[float]]:
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     table = compute_table(model, data_cfg, shard)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(table))
     return table
 
 

@@ -33,6 +33,7 @@ from findap_jax.checkpoints.orbax_io import save_orbax
 from findap_jax.config import to_json
 from findap_jax.data.contamination import check, mixture_report
 from findap_jax.data.pipeline import is_preference, make_iterator, register, resolve_name
+from findap_jax.files import write_text_atomic
 from findap_jax.parallel import make_mesh
 from findap_jax.parallel.sharding import state_shardings
 from findap_jax.train.checkpointing import Checkpointer, abstract_like, write_config
@@ -386,9 +387,7 @@ class Trainer:
                 kept[m["step"]] = line
         new = "".join(kept[k] + "\n" for k in sorted(kept))
         if new != text:
-            tmp = path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text(new)
-            tmp.replace(path)
+            write_text_atomic(path, new)
 
     def _append_metrics(self, m: dict) -> None:
         """One JSON line per step in workdir/metrics.jsonl (process 0), flushed each step."""
