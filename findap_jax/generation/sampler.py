@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from findap_jax.generation.prefixes import prefix_groups, shared_order
 from findap_jax.model import KVCache
 
 
@@ -96,8 +97,15 @@ def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
         (_, cache), toks = jax.lax.scan(one, (tok, cache), jnp.arange(n, dtype=jnp.int32))
         return toks.T, cache
 
+    def extend(state, layers, ids, positions, segs, cache, key):
+        """Prompt tokens after what the cache holds (a copied shared prefix)."""
+        model = nnx.merge(graphdef, state)
+        h, cache = model.hidden_states(ids, positions, segs, cache, layers)
+        return sample_logits(model.head(h[:, -1]), key, temperature, top_k, top_p), cache
+
     return (jax.jit(prefill, donate_argnums=(5,)),
-            jax.jit(decode, donate_argnums=(4,), static_argnums=(7,), compiler_options=decode_compiler_options()))
+            jax.jit(decode, donate_argnums=(4,), static_argnums=(7,), compiler_options=decode_compiler_options()),
+            jax.jit(extend, donate_argnums=(5,)))
 
 
 _UNSTACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -143,7 +151,8 @@ def fit_prompts(model, encoded: Sequence[Sequence[int]], max_new_tokens: int) ->
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequence[int], pad_id: int,
                  max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  seed: int = 0, seeds: Sequence[int] | None = None, should_stop=None,
-                 layers="auto", compact: bool = True) -> list[list[int]]:
+                 layers="auto", compact: bool = True, share_prefixes: bool = True,
+                 stats: dict | None = None) -> list[list[int]]:
     """Generate for one batch; returns new tokens per row, cut after the first EOS.
     `seeds`: one per row, each row sampling from its own key stream (its tokens then do not
     depend on the other rows); None: one stream from `seed` for the batch.
@@ -151,7 +160,9 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     per-layer weights from `unrolled_layers` (pass them to reuse across batches), None to
     run the scanned stack, "auto" to pick by backend. `compact`: once half the rows are
     done, decode only the live ones (a smaller batch; same tokens), so one long answer
-    does not keep the whole batch decoding."""
+    does not keep the whole batch decoding. `share_prefixes`: prompts that start alike
+    (`prefixes.prefix_groups`) have that start prefilled once when that prefills under
+    3/4 of the tokens. `stats` (a dict) gets prefill_tokens / prompt_tokens added."""
     b = len(prompt_ids)
     if seeds is not None and len(seeds) != b:
         raise ValueError(f"seeds: {len(seeds)} given for {b} prompts")
@@ -161,27 +172,31 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     if longest + max_new_tokens > model.cfg.max_position_embeddings:   # positions count real tokens
         raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                          f"max_position_embeddings {model.cfg.max_position_embeddings}")
-    plen = length_bucket(longest)
-    cache_len = length_bucket(plen + max_new_tokens)
-    ids = np.full((b, plen), pad_id, np.int32)
-    segs = np.zeros((b, plen), np.int32)
-    for i, p in enumerate(prompt_ids):
-        ids[i, plen - len(p):] = p
-        segs[i, plen - len(p):] = 1
-    positions = np.maximum(np.cumsum(segs, axis=1) - 1, 0).astype(np.int32)
-    next_pos = segs.sum(axis=1).astype(np.int32)
-
     if isinstance(layers, str):
         layers = unrolled_layers(model)
     graphdef, state = nnx.split(model)
-    prefill, decode = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
-    cache = KVCache.init(model.cfg, b, cache_len, jnp.dtype(model.dtype), per_layer=layers is not None)
+    prefill, decode, extend = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
     if seeds is None:
         key = jax.random.PRNGKey(seed)
     else:
         key = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    tok, cache = prefill(state, layers, jnp.asarray(ids), jnp.asarray(positions), jnp.asarray(segs),
-                         cache, step_key(key, 0))
+    new_cache = functools.partial(KVCache.init, model.cfg, dtype=jnp.dtype(model.dtype), per_layer=layers is not None)
+    plen = length_bucket(longest)
+    filled = None
+    if share_prefixes:   # worth it when it prefills under 3/4 of the tokens (padding counted)
+        filled = _fill_shared(prefill, extend, state, layers, new_cache, prompt_ids, pad_id,
+                              max_new_tokens, step_key(key, 0), budget=0.75 * b * plen)
+    if filled is not None:
+        tok, cache, filled = filled
+    else:
+        ids, positions, segs = _left_padded(prompt_ids, plen, pad_id)
+        cache = new_cache(b, length_bucket(plen + max_new_tokens))
+        tok, cache = prefill(state, layers, ids, positions, segs, cache, step_key(key, 0))
+        filled = b * plen
+    if stats is not None:
+        stats["prefill_tokens"] = stats.get("prefill_tokens", 0) + filled
+        stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + sum(len(p) for p in prompt_ids)
+    next_pos = np.array([len(p) for p in prompt_ids], np.int32)   # positions count real tokens
     eos = set(int(e) for e in eos_ids)
     out: list[list[int]] = [[] for _ in range(b)]
     done = np.zeros(b, bool)
@@ -226,18 +241,65 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     return out
 
 
+def _left_padded(rows: Sequence[Sequence[int]], width: int, pad_id: int, start=None):
+    """ids, positions and segment ids (0 = padding), each [len(rows), width], rows
+    right-aligned; positions count real tokens from `start` (per row, default 0)."""
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    segs = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = r
+            segs[i, width - len(r):] = 1
+    positions = np.maximum(np.cumsum(segs, axis=1) - 1, 0)
+    if start is not None:
+        positions = positions + np.asarray(start)[:, None]
+    return jnp.asarray(ids), jnp.asarray(positions.astype(np.int32)), jnp.asarray(segs)
+
+
+def _fill_shared(prefill, extend, state, layers, new_cache, prompt_ids, pad_id, max_new_tokens, key, budget):
+    """Prefill each group's shared start once (rows padded to a power of two), copy its
+    cache rows to the group's prompts, then run every prompt's rest through `extend`.
+    Cache slots: [shared block | rest block | new tokens], each block left-padded.
+    Returns (first tokens, cache, tokens prefilled), or None (nothing run) when that
+    would prefill `budget` tokens or more."""
+    b, groups = len(prompt_ids), prefix_groups(prompt_ids)
+    if len(groups) == b:
+        return None
+    group_of, shared = np.zeros(b, np.int32), np.zeros(b, np.int32)
+    for j, (n, rows) in enumerate(groups):
+        group_of[rows], shared[rows] = j, n
+    g = 1 << (len(groups) - 1).bit_length()
+    starts = [list(prompt_ids[rows[0]][:n]) for n, rows in groups] + [[]] * (g - len(groups))
+    rests = [list(p[shared[i]:]) for i, p in enumerate(prompt_ids)]
+    pb, tb = length_bucket(max(n for n, _ in groups)), length_bucket(max(len(r) for r in rests))
+    if g * pb + b * tb >= budget:
+        return None
+    cache = new_cache(g, length_bucket(pb + tb + max_new_tokens))
+    ids, positions, segs = _left_padded(starts, pb, pad_id)
+    _, cache = prefill(state, layers, ids, positions, segs, cache, jax.random.PRNGKey(0))
+    cache = _take_rows(cache, jnp.asarray(group_of))
+    ids, positions, segs = _left_padded(rests, tb, pad_id, start=shared)
+    tok, cache = extend(state, layers, ids, positions, segs, cache, key)
+    return tok, cache, g * pb + b * tb
+
+
+@jax.jit
+def _take_rows(cache: KVCache, rows) -> KVCache:
+    """The cache of batch rows `rows` (a row may be taken more than once)."""
+    def take(x, axis):
+        return jnp.take(x, rows, axis=axis)
+    if isinstance(cache.k, tuple):
+        k, v = tuple(take(x, 0) for x in cache.k), tuple(take(x, 0) for x in cache.v)
+    else:
+        k, v = take(cache.k, 1), take(cache.v, 1)
+    return cache.replace(k=k, v=v, valid=take(cache.valid, 0))
+
+
 @jax.jit
 def _keep_rows(tok, cache: KVCache, key, keep):
     """The batch slots `keep` of the last tokens, the cache and per-row keys (a batch-wide
     key [2] is kept as is)."""
-    def rows(x, axis):
-        return jnp.take(x, keep, axis=axis)
-    if isinstance(cache.k, tuple):
-        k, v = tuple(rows(x, 0) for x in cache.k), tuple(rows(x, 0) for x in cache.v)
-    else:
-        k, v = rows(cache.k, 1), rows(cache.v, 1)
-    cache = cache.replace(k=k, v=v, valid=rows(cache.valid, 0))
-    return rows(tok, 0), cache, (rows(key, 0) if key.ndim == 2 else key)
+    return jnp.take(tok, keep, axis=0), _take_rows(cache, keep), (jnp.take(key, keep, axis=0) if key.ndim == 2 else key)
 
 
 def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0,
@@ -257,9 +319,11 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int = 128, temperatur
 def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max_new_tokens: int = 128,
                       temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                       seeds: Sequence[int] | None = None, stop: Sequence[str] | None = None,
-                      batch_size: int = 16, on_batch=None) -> list[str]:
+                      batch_size: int = 16, on_batch=None, share_prefixes: bool = True,
+                      stats: dict | None = None) -> list[str]:
     """`generate` for prompts already tokenised (e.g. truncated by the caller); results in
-    the order given. `on_batch(indices, texts)` is called after each batch (progress files)."""
+    the order given. `on_batch(indices, texts)` is called after each batch (progress files).
+    `share_prefixes`, `stats`: see `generate_ids`."""
     if seeds is not None and len(seeds) != len(encoded):
         raise ValueError(f"seeds: {len(seeds)} given for {len(encoded)} prompts")
     stop = [s for s in (stop or []) if s]
@@ -272,12 +336,13 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
         return bool(stop) and len(toks) % 4 == 0 and cut(tokenizer.decode(toks))[1]
 
     # Rows whose tokens do not depend on their batch (greedy, or a seed per row) are batched
-    # shortest prompt first: less left padding in the prefill and a shorter KV cache. One
-    # batch-wide sampling stream keeps the given order (its draws depend on the batch).
+    # shortest prompt first (less left padding in the prefill and a shorter KV cache) and,
+    # with `share_prefixes`, prompts that start alike next to each other. One batch-wide
+    # sampling stream keeps the given order (its draws depend on the batch).
     n = len(encoded)
     order = list(range(n))
     if temperature == 0.0 or seeds is not None:
-        order.sort(key=lambda i: len(encoded[i]))
+        order = shared_order(encoded) if share_prefixes else sorted(order, key=lambda i: len(encoded[i]))
     layers = unrolled_layers(model) if encoded else None
     results: list[str | None] = [None] * n
     for start in range(0, n, batch_size):
@@ -285,7 +350,8 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
         new = generate_ids(model, [encoded[i] for i in rows], eos_ids=tokenizer.eos_ids,
                            pad_id=tokenizer.pad_id, max_new_tokens=max_new_tokens, temperature=temperature,
                            top_k=top_k, top_p=top_p, seed=seed + start, should_stop=should_stop,
-                           layers=layers, seeds=None if seeds is None else [seeds[i] for i in rows])
+                           layers=layers, seeds=None if seeds is None else [seeds[i] for i in rows],
+                           share_prefixes=share_prefixes, stats=stats)
         for i, toks in zip(rows, new):
             results[i] = cut(tokenizer.decode(toks))[0]
         if on_batch is not None:
