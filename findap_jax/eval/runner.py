@@ -63,12 +63,14 @@ def _generate(model, tokenizer, task, rows, mode, chat, opts):
     on_batch = None
     if progress:
         on_batch = lambda idx, texts: progress.append([keys[todo[j]] for j in idx], texts)  # noqa: E731
+    filled = {"prompt_tokens": 0, "prefill_tokens": 0}   # of this run's rows; prefill counts padding
     new = generate_from_ids(model, tokenizer, [encoded[i] for i in todo], max_new_tokens=new_tokens,
-                            stop=list(task.stop), batch_size=opts.get("batch_size", 16), on_batch=on_batch)
+                            stop=list(task.stop), batch_size=opts.get("batch_size", 16), on_batch=on_batch,
+                            stats=filled)
     outs = dict(zip(todo, new))
     texts = [outs[i] if i in outs else progress.done[keys[i]] for i in range(len(rows))]
     preds = [{"pred": extract(task, row, text), "prediction": text} for row, text in zip(rows, texts)]
-    return preds, {"truncated": truncated, "resumed": len(rows) - len(todo)}
+    return preds, {"truncated": truncated, "resumed": len(rows) - len(todo), **filled}
 
 
 def model_judge(model, tokenizer, batch_size: int = 16):
