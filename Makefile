@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench bench-tunix clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,18 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm
 	$(BIN)/python bench/profile_step.py
 	$(BIN)/python bench/decode.py
+
+# The Tunix peer: google-tunix 0.1.7 pins safetensors<0.8 (older transformers), so it gets its
+# own venv with the project's jax/flax/optax/orbax versions; findap_jax is imported from here.
+TUNIX_VENV := .venv-tunix
+$(TUNIX_VENV)/.installed:
+	test -x $(TUNIX_VENV)/bin/python || $(PY) -m venv $(TUNIX_VENV)
+	$(TUNIX_VENV)/bin/python -m pip install -q google-tunix==0.1.7 jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 \
+		optax==0.2.8 orbax-checkpoint==0.12.8 ml_collections
+	touch $@
+
+bench-tunix: $(TUNIX_VENV)/.installed
+	$(TUNIX_VENV)/bin/python bench/tunix_peer.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
