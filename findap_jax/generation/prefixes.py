@@ -41,4 +41,3 @@ def shared_order(prompts: Sequence[Sequence[int]], min_shared: int = MIN_SHARED)
     and rows within a group by length (little padding in either prefill)."""
     groups = sorted(prefix_groups(prompts, min_shared), key=lambda g: (g[0], len(g[1])))
     return [r for _, rows in groups for r in sorted(rows, key=lambda r: len(prompts[r]))]
-

@@ -41,6 +41,13 @@ def step_key(key, i):
     return jax.random.fold_in(key, i)
 
 
+def rows_independent(temperature: float, seeds) -> bool:
+    """Whether a row's tokens do not depend on the rest of its batch (greedy, or a key per
+    row), so rows may be reordered or leave the batch; one batch-wide sampling stream
+    draws by batch shape."""
+    return temperature <= 0.0 or seeds is not None
+
+
 def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
     """Next tokens [B] from logits [B, V]; temperature 0 is greedy. `key` is one key [2] or
     one per row [B, 2] (a row's draw then depends on its own key only)."""
@@ -182,12 +189,12 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
         key = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     new_cache = functools.partial(KVCache.init, model.cfg, dtype=jnp.dtype(model.dtype), per_layer=layers is not None)
     plen = length_bucket(longest)
-    filled = None
-    if share_prefixes:   # worth it when it prefills under 3/4 of the tokens (padding counted)
-        filled = _fill_shared(prefill, extend, state, layers, new_cache, prompt_ids, pad_id,
+    shared = None   # sharing is worth it when it prefills under 3/4 of the tokens (padding counted)
+    if share_prefixes:
+        shared = _fill_shared(prefill, extend, state, layers, new_cache, prompt_ids, pad_id,
                               max_new_tokens, step_key(key, 0), budget=0.75 * b * plen)
-    if filled is not None:
-        tok, cache, filled = filled
+    if shared is not None:
+        tok, cache, filled = shared
     else:
         ids, positions, segs = _left_padded(prompt_ids, plen, pad_id)
         cache = new_cache(b, length_bucket(plen + max_new_tokens))
@@ -216,9 +223,7 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
     produced = 1
     finished = take(range(b), np.asarray(tok))
     slots = np.arange(b)   # slots[j]: the prompt row decoded in batch slot j
-    # Finished rows can leave the batch when a row's tokens do not depend on its batch
-    # (greedy, or a key per row): one batch-wide sampling stream draws by batch shape.
-    compactable = compact and (temperature <= 0.0 or seeds is not None)
+    compactable = compact and rows_independent(temperature, seeds)
     while not finished and produced < max_new_tokens:
         if compactable:
             live = np.flatnonzero(~done[slots])
@@ -341,7 +346,7 @@ def generate_from_ids(model, tokenizer, encoded: Sequence[Sequence[int]], *, max
     # sampling stream keeps the given order (its draws depend on the batch).
     n = len(encoded)
     order = list(range(n))
-    if temperature == 0.0 or seeds is not None:
+    if rows_independent(temperature, seeds):
         order = shared_order(encoded) if share_prefixes else sorted(order, key=lambda i: len(encoded[i]))
     layers = unrolled_layers(model) if encoded else None
     results: list[str | None] = [None] * n

@@ -83,7 +83,5 @@ def abstract_like(state: TrainState) -> TrainState:
 
 
 def write_config(workdir: str | Path, config_json: str) -> None:
-    path = Path(workdir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     json.loads(config_json)  # must be valid JSON
-    write_text_atomic(path, config_json)
+    write_text_atomic(Path(workdir) / "config.json", config_json)
