@@ -189,6 +189,55 @@ def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "x
     return jax.lax.map(lambda xs: _causal_blocks(*(a[None] for a in xs), block)[0], (q, k, v, mask))
 
 
+def to_cache_layout(k, v):
+    """New keys and values [B, T, K, D] -> the KV cache's layouts: keys [B, K, D, T],
+    values [B, K, T, D] (see `attend_cached`)."""
+    return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+
+
+def _slot_start(keys: bool, index, layer=None) -> tuple:
+    start = (0, 0, 0, index) if keys else (0, 0, index, 0)
+    return start if layer is None else (layer,) + start
+
+
+def cache_write(buf, new, index, keys: bool, layer=None):
+    """`new` keys (keys=True) or values in the cache layout, written from slot `index` of
+    a per-layer cache buffer, or of layer `layer` of a stacked [L, ...] one."""
+    if layer is not None:
+        new = new[None]
+    return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), _slot_start(keys, index, layer))
+
+
+def cache_slots(buf, index, t: int, keys: bool):
+    """Slots index..index+t of a per-layer cache buffer (what a step wrote)."""
+    size = buf.shape[:3] + (t,) if keys else buf.shape[:2] + (t, buf.shape[3])
+    return jax.lax.dynamic_slice(buf, _slot_start(keys, index), size)
+
+
+def attend_cached(q, k, v, mask, impl: str = "xla"):
+    """q [B,T,H,D] against a KV cache, keys [B,K,D,S] and values [B,K,S,D], mask [B,T,S]
+    (decode, extend).
+
+    Both layouts make each (row, kv head) matmul a plain [G*T, D] x [D, S] and
+    [G*T, S] x [S, D] product over the cache as stored. Decoding 16 rows against 1,088
+    slots on CPU, the whole cache transposed into `_attend_block`'s operand layouts on
+    every step made the attention 3.5x slower, and keys stored [S, D] (a transposed
+    product) 1.5x slower than [D, S]."""
+    if impl != "xla":
+        return attend(q, k.transpose(0, 3, 1, 2), v.transpose(0, 2, 1, 3), mask, impl=impl)
+    b, t, h, d = q.shape
+    kv = k.shape[1]
+    g = h // kv
+    qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
+    scores = jnp.einsum("bkqd,bkds->bkqs", qh, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
+    scores = jnp.where(m, scores, _MASK_VALUE)
+    p = jnp.exp(scores - scores.max(-1, keepdims=True))
+    out = jnp.einsum("bkqs,bksd->bkqd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = (out / p.sum(-1, keepdims=True)).astype(v.dtype)
+    return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype, param_dtype, rules=None,
                  attention: str = "xla"):
@@ -205,7 +254,8 @@ class Attention(nnx.Module):
         return matmul(x, w[...].reshape(e, n * d)).reshape(x.shape[:2] + (n, d))
 
     def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False):
-        """Returns (out, (k, v)); with kv_cache=(k, v) the new keys are written at cache_index.
+        """Returns (out, (k, v)), k/v in the cache layouts (`to_cache_layout`); with kv_cache=(k, v)
+        the new keys are written at cache_index and the whole cache comes back.
         `causal`: the mask is causal over these tokens alone (no cache is read)."""
         dt = self.dtype
         q = self._project(x, self.q_proj)
@@ -216,10 +266,12 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if kv_cache is not None:
             ck, cv = kv_cache
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-        out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal and kv_cache is None,
-                     impl=self.attention)
+            k, v = to_cache_layout(k, v)
+            k, v = cache_write(ck, k, cache_index, keys=True), cache_write(cv, v, cache_index, keys=False)
+            out = attend_cached(q, k.astype(dt), v.astype(dt), mask, impl=self.attention)
+        else:
+            out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal, impl=self.attention)
+            k, v = to_cache_layout(k, v)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
         h, d, e = self.o_proj.shape
         y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...].reshape(h * d, e))

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from findap_jax.model.config import LlamaConfig
-from findap_jax.model.layers import ATTENTION_IMPLS, DecoderLayer, RMSNorm, matmul, param, rope_inv_freq
+from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cache_slots, cache_write, matmul, param,
+                                     rope_inv_freq)
 from findap_jax.parallel.sharding import constrain
 
 REMAT_POLICIES = {
@@ -30,8 +31,9 @@ REMAT_POLICIES = {
 
 @struct.dataclass
 class KVCache:
-    """Keys/values of every layer — one stacked [L, B, S, K, D] array for the scanned
-    stack, or a tuple of L [B, S, K, D] arrays for the unrolled one (`per_layer=True`) —
+    """Keys [B, K, D, S] and values [B, K, S, D] of every layer (the layouts decode reads
+    in place, see `layers.attend_cached`) — stacked along a leading [L] axis for the
+    scanned stack, or tuples of L arrays for the unrolled one (`per_layer=True`) —
     which slots hold real tokens [B, S], and the next slot to write (shared by the batch:
     prompts are left-padded)."""
     k: jax.Array | tuple
@@ -42,13 +44,14 @@ class KVCache:
     @classmethod
     def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=jnp.float32,
              per_layer: bool = False) -> "KVCache":
-        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
+        v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         if per_layer:
-            k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-            v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+            k = tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers))
+            v = tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers))
         else:
-            k = jnp.zeros((cfg.num_layers,) + shape, dtype)
-            v = jnp.zeros((cfg.num_layers,) + shape, dtype)
+            k = jnp.zeros((cfg.num_layers,) + k_shape, dtype)
+            v = jnp.zeros((cfg.num_layers,) + v_shape, dtype)
         return cls(k=k, v=v, valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
 
 
@@ -159,17 +162,13 @@ class Llama(nnx.Module):
             st, i = xs
             if prefill:   # attend over the new tokens; their k/v are what gets written
                 h, (k_new, v_new) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, causal=causal)
-                k_new, v_new = k_new[None], v_new[None]
             else:
                 kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False),
                       jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
                 h, (k, v) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, kv, cache_index)
-                start = (0, cache_index, 0, 0)
-                size = (k.shape[0], t) + k.shape[2:]
-                k_new = jax.lax.dynamic_slice(k, start, size)[None]
-                v_new = jax.lax.dynamic_slice(v, start, size)[None]
-            ks = jax.lax.dynamic_update_slice(ks, k_new.astype(ks.dtype), (i, 0, cache_index, 0, 0))
-            vs = jax.lax.dynamic_update_slice(vs, v_new.astype(vs.dtype), (i, 0, cache_index, 0, 0))
+                k_new, v_new = cache_slots(k, cache_index, t, keys=True), cache_slots(v, cache_index, t, keys=False)
+            ks = cache_write(ks, k_new, cache_index, keys=True, layer=i)
+            vs = cache_write(vs, v_new, cache_index, keys=False, layer=i)
             return (h, ks, vs), None
 
         idx = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
@@ -197,9 +196,8 @@ class Llama(nnx.Module):
             kv = None if kv_in is None or prefill else (kv_in[0][i], kv_in[1][i])
             x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index, causal)
             if prefill:
-                at = (0, cache_index, 0, 0)
-                k = jax.lax.dynamic_update_slice(kv_in[0][i], k.astype(kv_in[0][i].dtype), at)
-                v = jax.lax.dynamic_update_slice(kv_in[1][i], v.astype(kv_in[1][i].dtype), at)
+                k = cache_write(kv_in[0][i], k, cache_index, keys=True)
+                v = cache_write(kv_in[1][i], v, cache_index, keys=False)
             ks.append(k)
             vs.append(v)
         return x, (None if kv_in is None else (tuple(ks), tuple(vs)))

@@ -61,7 +61,7 @@ def test_prefill_attends_the_prompt_only_and_fills_the_same_cache():
                       prefill=True)
         real = np.asarray(segs, bool)
         np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=1e-5)
-        ka, kb = (np.stack(c.k) if per_layer else np.asarray(c.k) for c in (ca, cb))
+        ka, kb = ((np.stack(c.k) if per_layer else np.asarray(c.k)).transpose(0, 1, 4, 2, 3) for c in (ca, cb))
         np.testing.assert_allclose(ka[:, :, :6][:, real], kb[:, :, :6][:, real], atol=1e-5)  # real slots
         nxt = jnp.asarray([[5], [7]])
         np.testing.assert_allclose(model(nxt, pos[:, -1:] + 1, cache=ca, layers=layers)[0],

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from findap_jax.model import Llama, get_preset
-from findap_jax.model.layers import attend, attend_reference, matmul
+from findap_jax.model.layers import attend, attend_cached, attend_reference, matmul, to_cache_layout
 
 
 def _rand(key, *shape):
@@ -74,6 +74,16 @@ def test_attention_over_a_longer_cache_and_other_impls_equal_reference():
     np.testing.assert_allclose(attend(q, k, v, mask, impl="dot_product_attention"), ref, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
         attend(q, k, v, mask, impl="flash")
+
+
+@pytest.mark.parametrize("impl", ["xla", "reference"])
+def test_attention_over_the_cache_layouts_equals_reference(impl):
+    q, k, v = _rand(0, 2, 3, 4, 8), _rand(1, 2, 10, 2, 8), _rand(2, 2, 10, 2, 8)
+    mask = jnp.asarray(np.random.default_rng(1).random((2, 3, 10)) < 0.6).at[:, :, 0].set(True)
+    ck, cv = to_cache_layout(k, v)
+    assert ck.shape == (2, 2, 8, 10) and cv.shape == (2, 2, 10, 8)
+    np.testing.assert_allclose(attend_cached(q, ck, cv, mask, impl=impl), attend_reference(q, k, v, mask),
+                               atol=1e-5)
 
 
 def test_model_attention_choice_keeps_logits():
