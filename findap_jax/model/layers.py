@@ -214,28 +214,89 @@ def cache_slots(buf, index, t: int, keys: bool):
     return jax.lax.dynamic_slice(buf, _slot_start(keys, index), size)
 
 
-def attend_cached(q, k, v, mask, impl: str = "xla"):
+def attend_cached(q, k, v, mask, impl: str = "xla", prefix=None):
     """q [B,T,H,D] against a KV cache, keys [B,K,D,S] and values [B,K,S,D], mask [B,T,S]
-    (decode, extend).
+    (decode, extend), and optionally a shared prefix (`prefix_parts`).
 
     Both layouts make each (row, kv head) matmul a plain [G*T, D] x [D, S] and
     [G*T, S] x [S, D] product over the cache as stored. Decoding 16 rows against 1,088
     slots on CPU, the whole cache transposed into `_attend_block`'s operand layouts on
     every step made the attention 3.5x slower, and keys stored [S, D] (a transposed
-    product) 1.5x slower than [D, S]."""
-    if impl != "xla":
-        return attend(q, k.transpose(0, 3, 1, 2), v.transpose(0, 2, 1, 3), mask, impl=impl)
+    product) 1.5x slower than [D, S].
+
+    `prefix` = (keys [K, D, g*P], values [K, g*P, D], valid [g, P], group [B]): g shared
+    prompt starts, stored once, row b reading start group[b]. The softmax spans the
+    prefix's and the row's own slots (one max, one sum)."""
     b, t, h, d = q.shape
     kv = k.shape[1]
+    if impl != "xla":   # each row's view: its own start's slots, then the cache's
+        keys, vals, masks = [k], [v], [mask]
+        if prefix is not None:
+            valid, group = prefix[2], prefix[3]
+            for part, rows in zip((keys, vals), _rows_of(prefix, b)):
+                part.insert(0, rows)
+            masks.insert(0, jnp.broadcast_to(valid[group][:, None], (b, t, valid.shape[1])))
+        return attend(q, jnp.concatenate(keys, -1).transpose(0, 3, 1, 2),
+                      jnp.concatenate(vals, 2).transpose(0, 2, 1, 3), jnp.concatenate(masks, -1), impl=impl)
     g = h // kv
     qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
-    scores = jnp.einsum("bkqd,bkds->bkqs", qh, k, preferred_element_type=jnp.float32) / math.sqrt(d)
     m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
-    scores = jnp.where(m, scores, _MASK_VALUE)
-    p = jnp.exp(scores - scores.max(-1, keepdims=True))
+    scores = jnp.where(m, _scores(qh, k, d), _MASK_VALUE)
+    top = scores.max(-1, keepdims=True)
+    if prefix is not None:
+        pk, pv, pm, _ = prefix_parts(prefix, t, b)
+        dense = pk.ndim == 3
+        if dense:   # [kv, b*G*T, g*P]: all rows' queries of a kv head against every start
+            pre = _scores(qh.transpose(1, 0, 2, 3).reshape(kv, b * g * t, d), pk, d)
+            pre = jnp.where(jnp.repeat(pm, g * t, axis=0)[None], pre, _MASK_VALUE)
+        else:
+            pre = jnp.where(pm[:, None, None, :], _scores(qh, pk, d), _MASK_VALUE)
+        top_pre = pre.max(-1, keepdims=True)
+        top = jnp.maximum(top, _rows_major(top_pre, b) if dense else top_pre)
+    p = jnp.exp(scores - top)
     out = jnp.einsum("bkqs,bksd->bkqd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    out = (out / p.sum(-1, keepdims=True)).astype(v.dtype)
+    total = p.sum(-1, keepdims=True)
+    if prefix is not None:
+        p = jnp.exp(pre - (top.transpose(1, 0, 2, 3).reshape(kv, b * g * t, 1) if dense else top))
+        spec = "kms,ksd->kmd" if dense else "bkqs,bksd->bkqd"
+        out_pre = jnp.einsum(spec, p.astype(pv.dtype), pv, preferred_element_type=jnp.float32)
+        out = out + (_rows_major(out_pre, b) if dense else out_pre)
+        total = total + (_rows_major(p.sum(-1, keepdims=True), b) if dense else p.sum(-1, keepdims=True))
+    out = (out / total).astype(v.dtype)
     return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
+def _scores(q, keys, d):
+    """q [..., M, D] x keys [..., D, S] / sqrt(D), fp32, over matching leading axes."""
+    return jnp.einsum("...md,...ds->...ms", q, keys, preferred_element_type=jnp.float32) / math.sqrt(d)
+
+
+def _rows_major(x, b):
+    """[kv, b*M', X] -> [b, kv, M', X]."""
+    return x.reshape((x.shape[0], b, -1) + x.shape[2:]).transpose(1, 0, 2, 3)
+
+
+def _rows_of(prefix, b):
+    """Each row's own start: keys [B,K,D,P], values [B,K,P,D]."""
+    pk, pv, valid, group = prefix
+    g, plen = valid.shape
+    kv, d = pk.shape[:2]
+    return (pk.reshape(kv, d, g, plen)[:, :, group].transpose(2, 0, 1, 3),
+            pv.reshape(kv, g, plen, d)[:, group].transpose(1, 0, 2, 3))
+
+
+def prefix_parts(prefix, t: int, b: int):
+    """(keys, values, mask [B, slots], group) to attend a shared prefix with. One query per
+    row (decode): every row against all g starts at once, a few dense [B*G, D] x [D, g*P]
+    matmuls (rows mask out the starts not theirs); longer queries (extend) against their
+    own start's rows, gathered."""
+    pk, pv, valid, group = prefix
+    g, plen = valid.shape
+    if t == 1:
+        owner = jnp.repeat(jnp.arange(g), plen)
+        return pk, pv, (group[:, None] == owner[None]) & valid.reshape(-1)[None], group
+    keys, vals = _rows_of(prefix, b)
+    return keys, vals, valid[group], group
 
 
 class Attention(nnx.Module):
@@ -253,10 +314,12 @@ class Attention(nnx.Module):
         e, n, d = w.shape
         return matmul(x, w[...].reshape(e, n * d)).reshape(x.shape[:2] + (n, d))
 
-    def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False):
+    def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False,
+                 prefix=None):
         """Returns (out, (k, v)), k/v in the cache layouts (`to_cache_layout`); with kv_cache=(k, v)
         the new keys are written at cache_index and the whole cache comes back.
-        `causal`: the mask is causal over these tokens alone (no cache is read)."""
+        `causal`: the mask is causal over these tokens alone (no cache is read).
+        `prefix`: a shared prefix read beside the cache (see `attend_cached`)."""
         dt = self.dtype
         q = self._project(x, self.q_proj)
         k = self._project(x, self.k_proj)
@@ -268,8 +331,10 @@ class Attention(nnx.Module):
             ck, cv = kv_cache
             k, v = to_cache_layout(k, v)
             k, v = cache_write(ck, k, cache_index, keys=True), cache_write(cv, v, cache_index, keys=False)
-            out = attend_cached(q, k.astype(dt), v.astype(dt), mask, impl=self.attention)
+            out = attend_cached(q, k.astype(dt), v.astype(dt), mask, impl=self.attention, prefix=prefix)
         else:
+            if prefix is not None:
+                raise ValueError("a shared prefix is read beside a KV cache; none was given")
             out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal, impl=self.attention)
             k, v = to_cache_layout(k, v)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
@@ -303,8 +368,10 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg, rules=rules, **kw)
         self.rules = rules
 
-    def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False):
-        h, new_kv = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv_cache, cache_index, causal)
+    def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False,
+                 prefix=None):
+        h, new_kv = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv_cache, cache_index, causal,
+                              prefix)
         x = constrain(x + h, ("batch", "length", "act_embed"), self.rules)
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ("batch", "length", "act_embed"), self.rules), new_kv

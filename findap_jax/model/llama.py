@@ -35,11 +35,19 @@ class KVCache:
     in place, see `layers.attend_cached`) — stacked along a leading [L] axis for the
     scanned stack, or tuples of L arrays for the unrolled one (`per_layer=True`) —
     which slots hold real tokens [B, S], and the next slot to write (shared by the batch:
-    prompts are left-padded)."""
+    prompts are left-padded).
+
+    Optionally a shared prefix read beside it (`with_prefix`): g prompt starts stored once,
+    keys [K, D, g*P] and values [K, g*P, D] per layer (stacked or tuples, as k/v), which
+    of their slots are real [g, P], and which start each row continues [B]."""
     k: jax.Array | tuple
     v: jax.Array | tuple
     valid: jax.Array
     index: jax.Array
+    prefix_k: jax.Array | tuple | None = None
+    prefix_v: jax.Array | tuple | None = None
+    prefix_valid: jax.Array | None = None
+    prefix_group: jax.Array | None = None
 
     @classmethod
     def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=jnp.float32,
@@ -53,6 +61,23 @@ class KVCache:
             k = jnp.zeros((cfg.num_layers,) + k_shape, dtype)
             v = jnp.zeros((cfg.num_layers,) + v_shape, dtype)
         return cls(k=k, v=v, valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+
+    def with_prefix(self, starts: "KVCache", group) -> "KVCache":
+        """This (empty) cache reading `starts` — a filled cache of g prompt starts — as a shared
+        prefix, row b continuing start group[b]; its positions go on from each start's."""
+        def keys(x):     # [..., g, K, D, P] -> [..., K, D, g*P]
+            x = jnp.moveaxis(x, -4, -2)
+            return x.reshape(x.shape[:-2] + (-1,))
+
+        def values(x):   # [..., g, K, P, D] -> [..., K, g*P, D]
+            x = jnp.moveaxis(x, -4, -3)
+            return x.reshape(x.shape[:-3] + (-1, x.shape[-1]))
+        per_layer = isinstance(starts.k, tuple)
+        pk = tuple(map(keys, starts.k)) if per_layer else keys(starts.k)
+        pv = tuple(map(values, starts.v)) if per_layer else values(starts.v)
+        return self.replace(prefix_k=pk, prefix_v=pv, prefix_valid=starts.valid,
+                            prefix_group=jnp.asarray(group, jnp.int32))
 
 
 class Llama(nnx.Module):
@@ -118,6 +143,11 @@ class Llama(nnx.Module):
         inv_freq = rope_inv_freq(cfg)
 
         causal = cache is None or prefill
+        prefix = None
+        if cache is not None and cache.prefix_k is not None:
+            if prefill:
+                raise ValueError("prefill=True promises an empty cache; this one reads a shared prefix")
+            prefix = (cache.prefix_k, cache.prefix_v, cache.prefix_valid, cache.prefix_group)
         if causal:
             idx = jnp.arange(t)
             mask = (idx[None, :, None] >= idx[None, None, :]) & (
@@ -135,17 +165,17 @@ class Llama(nnx.Module):
         graphdef, layer_state = nnx.split(self.layers)
         if layers is not None:
             x, new_kv = self._unrolled(graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index,
-                                       prefill, causal)
+                                       prefill, causal, prefix)
         else:
             x, new_kv = self._scanned(graphdef, layer_state, x, positions, inv_freq, mask, kv_in,
-                                      cache_index, prefill, causal)
+                                      cache_index, prefill, causal, prefix)
         x = self.final_norm(x)
         if cache is None:
             return x, None
-        return x, KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
+        return x, cache.replace(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
 
     def _scanned(self, graphdef, layer_state, x, positions, inv_freq, mask, kv_in, cache_index, prefill,
-                 causal):
+                 causal, prefix=None):
         """Layers under `lax.scan`; the cache rides in the carry and only the new slots are
         written (no per-step copy of the whole cache through the scan's outputs)."""
         if kv_in is None:
@@ -165,7 +195,10 @@ class Llama(nnx.Module):
             else:
                 kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False),
                       jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
-                h, (k, v) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, kv, cache_index)
+                pre = None if prefix is None else (
+                    jax.lax.dynamic_index_in_dim(prefix[0], i, keepdims=False),
+                    jax.lax.dynamic_index_in_dim(prefix[1], i, keepdims=False)) + prefix[2:]
+                h, (k, v) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, kv, cache_index, prefix=pre)
                 k_new, v_new = cache_slots(k, cache_index, t, keys=True), cache_slots(v, cache_index, t, keys=False)
             ks = cache_write(ks, k_new, cache_index, keys=True, layer=i)
             vs = cache_write(vs, v_new, cache_index, keys=False, layer=i)
@@ -185,7 +218,8 @@ class Llama(nnx.Module):
         cpu_low_precision = jax.default_backend() == "cpu" and jnp.dtype(self.dtype) != jnp.float32
         return self.cfg.num_layers if cpu_low_precision else 1
 
-    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill, causal):
+    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill, causal,
+                  prefix=None):
         """Layers in a Python loop over per-layer weight buffers (decoding on CPU)."""
         if len(layers) != self.cfg.num_layers:
             raise ValueError(f"got {len(layers)} layer states for {self.cfg.num_layers} layers")
@@ -194,7 +228,8 @@ class Llama(nnx.Module):
         ks, vs = [], []
         for i, st in enumerate(layers):
             kv = None if kv_in is None or prefill else (kv_in[0][i], kv_in[1][i])
-            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index, causal)
+            pre = None if prefix is None else (prefix[0][i], prefix[1][i]) + prefix[2:]
+            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index, causal, pre)
             if prefill:
                 k = cache_write(kv_in[0][i], k, cache_index, keys=True)
                 v = cache_write(kv_in[1][i], v, cache_index, keys=False)

@@ -1,10 +1,12 @@
 """Shared prompt starts: which prompts are grouped, and that prefilling a group's start
-once (then copying its cache rows) gives the tokens of prefilling every prompt whole."""
+once (then reading it as a shared prefix, or copying its cache rows) gives the tokens of
+prefilling every prompt whole."""
 import numpy as np
 import pytest
 from flax import nnx
 
 from findap_jax.generation.prefixes import prefix_groups, shared_order
+from findap_jax.generation import sampler
 from findap_jax.generation.sampler import generate_from_ids, generate_ids
 from findap_jax.model import Llama, get_preset
 
@@ -43,8 +45,10 @@ def tiny():
     return Llama(get_preset("tiny"), rngs=nnx.Rngs(5))
 
 
+@pytest.mark.parametrize("rows_per_start", [1, 100])   # the starts read in place / copied to rows
 @pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "seeds": list(range(9))}])
-def test_shared_prefill_gives_the_tokens_of_whole_prefill(tiny, sampling):
+def test_shared_prefill_gives_the_tokens_of_whole_prefill(tiny, sampling, rows_per_start, monkeypatch):
+    monkeypatch.setattr(sampler, "ROWS_PER_SHARED_START", rows_per_start)
     prompts, _ = _conversations(1)
     kw = dict(eos_ids=[-1], pad_id=0, max_new_tokens=12, **sampling)
     shared_stats, whole_stats = {}, {}
@@ -53,6 +57,18 @@ def test_shared_prefill_gives_the_tokens_of_whole_prefill(tiny, sampling):
     assert shared == whole
     assert shared_stats["prompt_tokens"] == whole_stats["prompt_tokens"]
     assert shared_stats["prefill_tokens"] < 0.75 * whole_stats["prefill_tokens"]
+
+
+def test_rows_leave_a_batch_that_reads_shared_starts(tiny, monkeypatch):
+    """Compaction keeps each remaining row's start: tokens equal the uncompacted batch."""
+    monkeypatch.setattr(sampler, "ROWS_PER_SHARED_START", 1)
+    prompts, _ = _conversations(3)
+    ends = {i: 1 + 9 * (i % 3) for i in range(len(prompts))}
+    kw = dict(eos_ids=[-1], pad_id=0, max_new_tokens=24, should_stop=lambda row, toks: len(toks) >= ends[row])
+    widths, keep_rows = [], sampler._keep_rows
+    monkeypatch.setattr(sampler, "_keep_rows", lambda tok, *a: widths.append(tok.shape[0]) or keep_rows(tok, *a))
+    compacted = generate_ids(tiny, prompts, **kw)
+    assert widths and compacted == generate_ids(tiny, prompts, compact=False, share_prefixes=False, **kw)
 
 
 def test_generate_from_ids_batches_groups_together(tiny):

@@ -66,3 +66,34 @@ def test_prefill_attends_the_prompt_only_and_fills_the_same_cache():
         nxt = jnp.asarray([[5], [7]])
         np.testing.assert_allclose(model(nxt, pos[:, -1:] + 1, cache=ca, layers=layers)[0],
                                    model(nxt, pos[:, -1:] + 1, cache=cb, layers=layers)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("unrolled,attention", [(False, "xla"), (True, "xla"), (True, "reference")])
+def test_shared_prefix_read_beside_the_cache_equals_whole_prompts(unrolled, attention):
+    """Two prompt starts stored once, three rows continuing them (rows 0 and 2 the same
+    start): extend and decode logits equal prefilling every whole prompt."""
+    from findap_jax.generation.sampler import _left_padded
+    cfg = get_preset("tiny")
+    model = Llama(cfg, rngs=nnx.Rngs(3), attention=attention)
+    layers = model.unstack_layers() if unrolled else None
+    rng = np.random.default_rng(3)
+    starts = [list(rng.integers(3, 200, 6)), list(rng.integers(3, 200, 4))]
+    group = [0, 1, 0]
+    rests = [list(rng.integers(3, 200, n)) for n in (3, 2, 1)]
+    whole = [starts[j] + r for j, r in zip(group, rests)]
+    ids, pos, segs = _left_padded(whole, 9, 0)
+    ref, ref_cache = model(ids, pos, segs, cache=KVCache.init(cfg, 3, 12, per_layer=unrolled), layers=layers,
+                           prefill=True)
+    ids, pos, segs = _left_padded(starts, 6, 0)
+    _, pre = model(ids, pos, segs, cache=KVCache.init(cfg, 2, 6, per_layer=unrolled), layers=layers, prefill=True)
+    cache = KVCache.init(cfg, 3, 6, per_layer=unrolled).with_prefix(pre, group)
+    ids, pos, segs = _left_padded(rests, 3, 0, start=[len(starts[j]) for j in group])
+    out, cache = model(ids, pos, segs, cache=cache, layers=layers)
+    np.testing.assert_allclose(out[:, -1], ref[:, -1], atol=1e-5)
+    nxt, at = jnp.asarray([[5], [7], [9]]), jnp.asarray([[len(w)] for w in whole])
+    for step in range(2):
+        a, ref_cache = model(nxt, at + step, cache=ref_cache, layers=layers)
+        b, cache = model(nxt, at + step, cache=cache, layers=layers)
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    with pytest.raises(ValueError, match="shared prefix"):
+        model(ids, pos, segs, cache=cache, layers=layers, prefill=True)
