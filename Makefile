@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests --durations=25 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m findap_jax.demo
@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm
 	$(BIN)/python bench/profile_step.py
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/decode_steps.py
 
 # The Tunix peer: google-tunix 0.1.7 pins safetensors<0.8 (older transformers), so it gets its
 # own venv with the project's jax/flax/optax/orbax versions; findap_jax is imported from here.

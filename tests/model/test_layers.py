@@ -57,9 +57,9 @@ def test_blocked_causal_attention_equals_reference(t, block, per_row):
     q, k, v = _rand(0, 2, t, 6, 8), _rand(1, 2, t, 2, 8), _rand(2, 2, t, 2, 8)
     mask = _packed_mask(t, [t // 3, t // 2], pad=5)
     probe = _rand(3, 2, t, 6, 8)
-    out = attend(q, k, v, mask, causal=True, block=block, per_row=per_row)
+    out = jax.jit(lambda q, k, v: attend(q, k, v, mask, causal=True, block=block, per_row=per_row))(q, k, v)
     np.testing.assert_allclose(out, attend_reference(q, k, v, mask), atol=1e-5)
-    f = lambda fn: jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * probe), (0, 1, 2))  # noqa: E731
+    f = lambda fn: jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * probe), (0, 1, 2)))  # noqa: E731
     ours = f(lambda q, k, v: attend(q, k, v, mask, causal=True, block=block, per_row=per_row))(q, k, v)
     ref = f(lambda q, k, v: attend_reference(q, k, v, mask))(q, k, v)
     for a, b in zip(ours, ref):
