@@ -289,13 +289,14 @@ def _fill_shared(prefill, extend, state, layers, new_cache, prompt_ids, pad_id, 
     if g * pb + b * tb >= budget:
         return None
     ids, positions, segs = _left_padded(starts, pb, pad_id)
-    if b >= ROWS_PER_SHARED_START * g:
-        _, prefixes = prefill(state, layers, ids, positions, segs, new_cache(g, pb), jax.random.PRNGKey(0))
-        cache = _with_prefix(new_cache(b, length_bucket(tb + max_new_tokens)), prefixes, jnp.asarray(group_of))
+    in_place = b >= ROWS_PER_SHARED_START * g
+    slots = pb if in_place else length_bucket(pb + tb + max_new_tokens)
+    _, cache = prefill(state, layers, ids, positions, segs, new_cache(g, slots), jax.random.PRNGKey(0))
+    group_of = jnp.asarray(group_of)
+    if in_place:
+        cache = _with_prefix(new_cache(b, length_bucket(tb + max_new_tokens)), cache, group_of)
     else:
-        cache = new_cache(g, length_bucket(pb + tb + max_new_tokens))
-        _, cache = prefill(state, layers, ids, positions, segs, cache, jax.random.PRNGKey(0))
-        cache = _take_rows(cache, jnp.asarray(group_of))
+        cache = _take_rows(cache, group_of)
     ids, positions, segs = _left_padded(rests, tb, pad_id, start=shared)
     tok, cache = extend(state, layers, ids, positions, segs, cache, key)
     return tok, cache, g * pb + b * tb

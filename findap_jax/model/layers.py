@@ -244,7 +244,7 @@ def attend_cached(q, k, v, mask, impl: str = "xla", prefix=None):
     scores = jnp.where(m, _scores(qh, k, d), _MASK_VALUE)
     top = scores.max(-1, keepdims=True)
     if prefix is not None:
-        pk, pv, pm, _ = prefix_parts(prefix, t, b)
+        pk, pv, pm = prefix_parts(prefix, t, b)
         dense = pk.ndim == 3
         if dense:   # [kv, b*G*T, g*P]: all rows' queries of a kv head against every start
             pre = _scores(qh.transpose(1, 0, 2, 3).reshape(kv, b * g * t, d), pk, d)
@@ -286,7 +286,7 @@ def _rows_of(prefix, b):
 
 
 def prefix_parts(prefix, t: int, b: int):
-    """(keys, values, mask [B, slots], group) to attend a shared prefix with. One query per
+    """(keys, values, mask [B, slots]) to attend a shared prefix with. One query per
     row (decode): every row against all g starts at once, a few dense [B*G, D] x [D, g*P]
     matmuls (rows mask out the starts not theirs); longer queries (extend) against their
     own start's rows, gathered."""
@@ -294,9 +294,9 @@ def prefix_parts(prefix, t: int, b: int):
     g, plen = valid.shape
     if t == 1:
         owner = jnp.repeat(jnp.arange(g), plen)
-        return pk, pv, (group[:, None] == owner[None]) & valid.reshape(-1)[None], group
+        return pk, pv, (group[:, None] == owner[None]) & valid.reshape(-1)[None]
     keys, vals = _rows_of(prefix, b)
-    return keys, vals, valid[group], group
+    return keys, vals, valid[group]
 
 
 class Attention(nnx.Module):

@@ -62,7 +62,6 @@ class KVCache:
             v = jnp.zeros((cfg.num_layers,) + v_shape, dtype)
         return cls(k=k, v=v, valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
 
-
     def with_prefix(self, starts: "KVCache", group) -> "KVCache":
         """This (empty) cache reading `starts` — a filled cache of g prompt starts — as a shared
         prefix, row b continuing start group[b]; its positions go on from each start's."""
