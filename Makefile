@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench bench-tunix clean
+.PHONY: test test-slow demo bench bench-tunix clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# `make test`: everything but the end-to-end checks marked slow (real SmolLM2 weights,
+# subprocess kill/resume, the notebook); `make test-slow` runs those; CI runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests -m "not slow" --durations=15 $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m slow --durations=15 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m findap_jax.demo
