@@ -31,11 +31,13 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ref", action="store_true", help="skip transformers")
-    ap.add_argument("--ynn-decode", action="store_true",
-                    help="compile decode steps with XLA's default CPU options (YNNPACK dots): the A/B")
+    ap.add_argument("--decode-dots", default="auto", choices=["auto", "ynn", "emitter"],
+                    help="the A/B: CPU decode-step dots on YNNPACK or XLA's dot emitter at every "
+                         "batch width (auto: the emitter at one row, YNNPACK above)")
     args = ap.parse_args()
-    if args.ynn_decode:
-        sampler.decode_compiler_options = lambda: None
+    if args.decode_dots != "auto":
+        opts = None if args.decode_dots == "ynn" else {"xla_cpu_experimental_ynn_fusion_type": ""}
+        sampler.decode_compiler_options = lambda rows: opts
 
     model, tok = load_pretrained(smollm2_gguf())
     ref = None

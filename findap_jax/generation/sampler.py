@@ -72,12 +72,13 @@ def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
 DECODE_CHUNK = 16  # decode steps per device loop between host checks for EOS / stop strings
 
 
-def decode_compiler_options() -> dict | None:
-    """XLA options for the decode steps. On CPU, matmuls of a few rows (batch 8-16 against
-    a weight matrix) are left to XLA's own dot emitter instead of YNNPACK, which ran them
-    ~3x slower than one row (576 x 1536 weights: 43 vs 12.5 ms for 60 of them at 8 rows).
-    Prefill and training keep YNNPACK (faster for many rows)."""
-    if jax.default_backend() == "cpu":
+def decode_compiler_options(rows: int) -> dict | None:
+    """XLA options for decode steps of `rows` batch rows. On CPU a single row runs faster
+    on XLA's own dot emitter (matrix-vector products at memory speed) than on YNNPACK, and
+    two or more rows the other way round: that emitter takes 2-15x one row's time for 2-8
+    rows against the tied LM head, YNNPACK 1.6-2x (session 10: batch-1 decode 10% faster
+    on the emitter, batch 8 17% faster on YNNPACK; `python bench/decode.py --decode-dots`)."""
+    if jax.default_backend() == "cpu" and rows == 1:
         return {"xla_cpu_experimental_ynn_fusion_type": ""}
     return None
 
@@ -110,9 +111,16 @@ def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
         h, cache = model.hidden_states(ids, positions, segs, cache, layers)
         return sample_logits(model.head(h[:, -1]), key, temperature, top_k, top_p), cache
 
-    return (jax.jit(prefill, donate_argnums=(5,)),
-            jax.jit(decode, donate_argnums=(4,), static_argnums=(7,), compiler_options=decode_compiler_options()),
-            jax.jit(extend, donate_argnums=(5,)))
+    decoders: dict = {}   # one jit per set of compiler options (they depend on the batch width)
+
+    def decode_rows(state, layers, tok, *rest):
+        opts = decode_compiler_options(tok.shape[0])
+        name = tuple(sorted(opts.items())) if opts else ()
+        if name not in decoders:
+            decoders[name] = jax.jit(decode, donate_argnums=(4,), static_argnums=(7,), compiler_options=opts)
+        return decoders[name](state, layers, tok, *rest)
+
+    return jax.jit(prefill, donate_argnums=(5,)), decode_rows, jax.jit(extend, donate_argnums=(5,))
 
 
 _UNSTACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

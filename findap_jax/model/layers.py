@@ -88,26 +88,11 @@ def _dot(a, b, contract, out_dtype):
     return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=out_dtype)
 
 
-def _few_rows_transposed(x2, w):
-    """x2 [2..7, K] @ w[N, K]^T on CPU. XLA:CPU's dot emitter (decode runs without YNNPACK)
-    takes ~135-155 ms for 2-7 rows against SmolLM2's tied head [49152, 576], vs 6 ms for one
-    row and 20 ms for 8: so 2-3 rows run as matrix-vector products (12-19 ms) and 4-7 are
-    padded to 8 (~21 ms). Decoding after compaction runs these batch widths every step."""
-    rows = x2.shape[0]
-    if rows <= 3:
-        return jnp.stack([_dot(w, x2[i], ((1,), (0,)), jnp.float32) for i in range(rows)])
-    padded = jnp.pad(x2, ((0, 8 - rows), (0, 0)))
-    return _dot(padded, w, ((1,), (1,)), jnp.float32)[:rows]
-
-
 def _matmul_fwd(x, w, transpose_w, out_dtype):
     # fp32 accumulation, always: XLA:CPU runs a bf16 x bf16 -> fp32 dot natively (AVX-512
     # BF16) but upcasts a bf16 -> bf16 dot to a full fp32 one.
     x2 = x.reshape(-1, x.shape[-1])
-    if transpose_w and 1 < x2.shape[0] < 8 and jax.default_backend() == "cpu":
-        y = _few_rows_transposed(x2, w.astype(x.dtype))
-    else:
-        y = _dot(x2, w.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
+    y = _dot(x2, w.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
     y = y.astype(out_dtype or x.dtype)
     return y.reshape(x.shape[:-1] + y.shape[-1:]), (x, w)
 
