@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from findap_jax.config import split_config_args
+    from findap_jax.host_malloc import keep_freed_host_memory
+
+    keep_freed_host_memory()   # before JAX starts its CPU threads: see host_malloc.py
 
     spec, overrides, rest = split_config_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(rest)
