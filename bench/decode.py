@@ -22,7 +22,7 @@ from findap_jax.checkpoints import save_pretrained
 from findap_jax.checkpoints.hub import cache_dir, smollm2_gguf
 from findap_jax.generation import sampler
 from findap_jax.generation.sampler import generate_ids
-from findap_jax.host_malloc import keep_freed_host_memory
+from findap_jax.host_malloc import reexec_with_huge_pages
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
                     help="the A/B: CPU decode-step dots on YNNPACK or XLA's dot emitter at every "
                          "batch width (auto: the emitter at one row, YNNPACK above)")
     args = ap.parse_args()
-    keep_freed_host_memory()   # before JAX starts its threads (findap_jax/host_malloc.py)
+    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
     if args.decode_dots != "auto":
         opts = None if args.decode_dots == "ynn" else {"xla_cpu_experimental_ynn_fusion_type": ""}
         sampler.decode_compiler_options = lambda rows: opts

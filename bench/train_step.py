@@ -22,7 +22,7 @@ from flax import nnx
 from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
-from findap_jax.host_malloc import keep_freed_host_memory
+from findap_jax.host_malloc import reexec_with_huge_pages
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
@@ -120,7 +120,7 @@ def main():
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
-    keep_freed_host_memory()   # before JAX starts its threads (findap_jax/host_malloc.py)
+    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     peak = measured_matmul_flops(dtype=args.dtype)
     fpt = train_flops_per_token(cfg, args.seq)

@@ -173,9 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from findap_jax.config import split_config_args
-    from findap_jax.host_malloc import keep_freed_host_memory
-
-    keep_freed_host_memory()   # before JAX starts its CPU threads: see host_malloc.py
 
     spec, overrides, rest = split_config_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(rest)
@@ -187,5 +184,14 @@ def main(argv=None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The `findap-jax` command: first re-run with huge pages for large host allocations
+    (findap_jax/host_malloc.py; a no-op where they do not apply), then `main`."""
+    from findap_jax.host_malloc import reexec_with_huge_pages
+
+    reexec_with_huge_pages()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

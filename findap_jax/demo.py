@@ -28,4 +28,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from findap_jax.host_malloc import reexec_with_huge_pages
+
+    reexec_with_huge_pages()   # see findap_jax/host_malloc.py
     sys.exit(main())

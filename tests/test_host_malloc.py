@@ -1,44 +1,48 @@
-"""keep_freed_host_memory: a freed large block is reused without new page faults."""
+"""Huge pages for large host allocations: the entry re-runs itself once with glibc's
+tunable set, and a large block then faults in 2 MB pages, not 4 KB ones."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-# In a fresh process (the settings are process-wide): allocate and touch 512 MB, free it,
-# allocate and touch again; print the page faults of the second touch.
+from findap_jax.host_malloc import TUNABLE, huge_pages_env
+
+# A fresh process (glibc reads the tunable at start-up): re-run with huge pages, then
+# malloc and touch 512 MB and print the page faults that took.
 _PROBE = """
-import ctypes, resource, sys
-from findap_jax.host_malloc import keep_freed_host_memory
-applied = keep_freed_host_memory()
+import ctypes, os, resource
+from findap_jax.host_malloc import reexec_with_huge_pages
+reexec_with_huge_pages()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
 n = 512 << 20
-def touch():
-    p = libc.malloc(n)
-    ctypes.memset(p, 1, n)
-    return p
-libc.free(touch())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-p = touch()
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-libc.free(p)
+ctypes.memset(libc.malloc(n), 1, n)
+print(os.environ.get("GLIBC_TUNABLES", "-"), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _probe(mode: str) -> tuple[bool, int]:
-    env = {**os.environ, "FINDAP_HOST_MALLOC": mode}
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    return out[0] == "True", int(out[1])
+def _probe(**env) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0], int(out[1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt settings (Linux only)")
-def test_freed_block_is_reused_without_page_faults():
-    applied, faults = _probe("on")
-    assert applied
-    assert faults < 50          # the same pages again (a few for the interpreter itself)
-    default_applied, default_faults = _probe("default")
-    assert not default_applied
-    assert default_faults > 1000   # glibc's default: a fresh mmap, faulted in page by page
+def test_env_adds_the_tunable_once_and_respects_opt_out():
+    got = huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    if got is not None:   # this machine qualifies (Linux, glibc >= 2.35, THP not "never")
+        assert got["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{TUNABLE}"
+        assert huge_pages_env(got) is None                     # no second re-run
+    assert huge_pages_env({"FINDAP_HOST_MALLOC": "default"}) is None
+    assert huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None   # the user's own choice
+
+
+@pytest.mark.skipif(huge_pages_env({}) is None, reason="needs Linux, glibc >= 2.35 and transparent huge pages")
+def test_large_block_faults_in_huge_pages_after_the_rerun():
+    tunables, faults = _probe()
+    assert TUNABLE in tunables
+    assert faults < 2048           # 512 MB in 2 MB pages: ~256 faults (+ the interpreter's own)
+    tunables, faults = _probe(FINDAP_HOST_MALLOC="default")
+    assert TUNABLE not in tunables
+    assert faults > 100_000        # 4 KB pages: 131,072 faults for 512 MB
