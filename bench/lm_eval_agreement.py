@@ -22,7 +22,7 @@ from findap_jax import load_pretrained  # noqa: E402
 from findap_jax.checkpoints.hub import smollm2_gguf  # noqa: E402
 from findap_jax.eval.runner import run_task  # noqa: E402
 from findap_jax.eval.tasks import get_task, load_rows, resolve_files  # noqa: E402
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_huge_pages  # noqa: E402
 from tests.eval.lm_eval_ref import lm_eval_mc  # noqa: E402
 
 

@@ -75,8 +75,8 @@ DECODE_CHUNK = 16  # decode steps per device loop between host checks for EOS / 
 def decode_compiler_options(rows: int) -> dict | None:
     """XLA options for decode steps of `rows` batch rows. On CPU a single row runs faster
     on XLA's own dot emitter (matrix-vector products at memory speed) than on YNNPACK, and
-    two or more rows the other way round: that emitter takes 2-15x one row's time for 2-8
-    rows against the tied LM head, YNNPACK 1.6-2x (session 10: batch-1 decode 10% faster
+    two or more rows the other way round: that emitter takes 3-14x one row's time for 2-8
+    rows against the tied LM head, YNNPACK 1.6-2.1x (session 10: batch-1 decode 10% faster
     on the emitter, batch 8 17% faster on YNNPACK; `python bench/decode.py --decode-dots`)."""
     if jax.default_backend() == "cpu" and rows == 1:
         return {"xla_cpu_experimental_ynn_fusion_type": ""}
