@@ -13,13 +13,19 @@ import jax.numpy as jnp
 
 def token_stats(logits, targets, mean: bool = False) -> dict:
     """Per-position statistics the losses need, in fp32: log p(target) `logp`, the
-    log-partition `lse`, whether the argmax is the target `correct`, and (`mean`) the
-    mean log-prob over the vocabulary `mean_logp` (label smoothing). [B, L, V] -> [B, L]."""
+    log-partition `lse`, whether the target has the largest logit `correct`, and (`mean`)
+    the mean log-prob over the vocabulary `mean_logp` (label smoothing). [B, L, V] -> [B, L].
+
+    `correct` compares the target's logit with the row max that logsumexp needs anyway,
+    instead of an argmax (a second pass over the [B, L, V] logits: 130 ms of a SmolLM2
+    step at 4 x 512 here); it differs from argmax only on exact ties, where it counts the
+    target as correct."""
     logits = logits.astype(jnp.float32)
+    top = jnp.max(logits, axis=-1)
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     out = {"logp": picked - lse, "lse": lse,
-           "correct": (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)}
+           "correct": jax.lax.stop_gradient(picked >= top).astype(jnp.float32)}
     if mean:
         out["mean_logp"] = jnp.mean(logits, axis=-1) - lse
     return out

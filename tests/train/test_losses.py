@@ -127,6 +127,17 @@ def test_cross_entropy_against_direct_formula():
     np.testing.assert_allclose(float(zl), ((nll + 1e-2 * lse ** 2) * w).sum() / w.sum(), rtol=1e-6)
     assert float(m["tokens"]) == 5.0
     np.testing.assert_allclose(np.asarray(token_logprobs(logits, targets)), -nll, atol=1e-6)
+    targets[0, :2] = logits[0, :2].argmax(-1)      # some hits, so accuracy is not trivially 0
+    _, m = cross_entropy(logits, targets, w)
+    hit = logits.argmax(-1) == targets
+    np.testing.assert_allclose(float(m["accuracy"]), (hit * w).sum() / w.sum(), rtol=1e-6)
+
+
+def test_correct_counts_a_tied_maximum_as_a_hit():
+    logits = np.array([[[1.0, 3.0, 3.0, 0.0]]], np.float32)   # argmax says 1; 2 ties with it
+    got = token_stats(logits, np.array([[2]]))["correct"]
+    assert float(got[0, 0]) == 1.0
+    assert float(token_stats(logits, np.array([[0]]))["correct"][0, 0]) == 0.0
 
 
 def test_label_smoothing_is_conservative_dpo():
