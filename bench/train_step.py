@@ -1,10 +1,13 @@
 """Train-step throughput: findap-jax vs transformers + torch, same shapes, same process.
 
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
-                               [--dtype float32|bfloat16] [--ce-chunk 0]
+                               [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
+                               [--ce-chunk 0] [--kinds lm,dpo,dpo-pre] [--skip-torch]
 
 AdamW, random weights of the preset's shapes, fp32 master weights; `--dtype bfloat16`
-computes in bf16 (ours: model dtype; torch: CPU autocast). SFT/CPT step = masked CE
+computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype bfloat16` stores
+weights, gradients and AdamW moments in bf16 on both sides (torch: the model cast to bf16),
+which is what lets the 1B preset's training state (19.8 GB in fp32) fit a 24 GB machine. SFT/CPT step = masked CE
 fwd+bwd+update; DPO step = policy fwd+bwd on chosen+rejected plus a frozen reference
 forward (TRL-style in torch); "dpo-pre" = DPO with precomputed reference log-probs (no
 reference forward). Prints tokens/s, MFU against a matmul probe of the same dtype measured
@@ -38,11 +41,12 @@ def lm_batch(b, n, vocab, rng):
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
-def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
+def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float32"):
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk))
-    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype)))
+    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
+                                                 param_dtype=jnp.dtype(param_dtype)))
     tx, sched = make_optimizer(tc)
     step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0)
     state = init_state(params, tx)
@@ -68,7 +72,7 @@ def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
     return median_time(run, steps)
 
 
-def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
+def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float32"):
     import contextlib
 
     import torch
@@ -79,6 +83,8 @@ def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
     hf = cfg.to_hf()
     hf.pop("architectures", None)
     model = LlamaForCausalLM(LlamaConfig(**hf)).train()
+    if param_dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
     ids = torch.randint(0, cfg.vocab_size, (b, n))
     if kind == "lm":
@@ -89,7 +95,7 @@ def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0):
             opt.step()
             opt.zero_grad()
     else:
-        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval()
+        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval().to(next(model.parameters()).dtype)
         both = torch.cat([ids, torch.randint(0, cfg.vocab_size, (b, n))])
 
         def logps(m, x):
@@ -116,6 +122,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--ce-chunk", type=int, default=0)
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
@@ -125,7 +132,7 @@ def main():
     peak = measured_matmul_flops(dtype=args.dtype)
     fpt = train_flops_per_token(cfg, args.seq)
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
-          f"fp32 master weights, ce_chunk {args.ce_chunk}; {args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+          f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}; {args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
     res, kinds = {}, args.kinds.split(",")
     for kind in kinds:
@@ -133,7 +140,7 @@ def main():
         flops = fpt * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         for name, fn in impls:
-            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.ce_chunk)
+            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.ce_chunk, args.param_dtype)
             res[(kind, name)] = t
             print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}", flush=True)
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
