@@ -12,3 +12,20 @@ def median_time(fn, repeats: int) -> float:
         fn()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def cpu_summary() -> str:
+    """The CPU model and the vector extensions that decide matmul speed, for the bench
+    header: machines of one kind differ (AVX-512 with native bf16 dots one day, AVX2 only
+    the next, where bf16 matmuls are emulated and slower than fp32)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return "cpu: unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in flags]
+    return (f"cpu: {fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model "
+            f"{fields.get('model', '?')}), {sum(ln.startswith('processor') for ln in text.splitlines())} logical cores, {' '.join(isa) or 'no AVX2'}")

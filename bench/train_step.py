@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
+from timing import cpu_summary, median_time  # bench/timing.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_huge_pages
@@ -133,6 +133,7 @@ def main():
     fpt = train_flops_per_token(cfg, args.seq)
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
           f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}; {args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+    print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
     res, kinds = {}, args.kinds.split(",")
     for kind in kinds:
