@@ -23,9 +23,10 @@ def cpu_summary() -> str:
             text = f.read()
     except OSError:
         return "cpu: unknown"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    lines = text.splitlines()
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in lines if ":" in ln)}
+    cores = sum(ln.startswith("processor") for ln in lines)
     flags = set(fields.get("flags", "").split())
-    isa = [x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in flags]
-    return (f"cpu: {fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model "
-            f"{fields.get('model', '?')}), {sum(ln.startswith('processor') for ln in text.splitlines())} logical cores, {' '.join(isa) or 'no AVX2'}")
+    isa = " ".join(x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in flags) or "no AVX2"
+    return (f"cpu: {fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}), {cores} logical cores, {isa}")

@@ -4,14 +4,14 @@
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--kinds lm,dpo,dpo-pre] [--skip-torch]
 
-AdamW, random weights of the preset's shapes, fp32 master weights; `--dtype bfloat16`
-computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype bfloat16` stores
-weights, gradients and AdamW moments in bf16 on both sides (torch: the model cast to bf16),
-which is what lets the 1B preset's training state (19.8 GB in fp32) fit a 24 GB machine. SFT/CPT step = masked CE
-fwd+bwd+update; DPO step = policy fwd+bwd on chosen+rejected plus a frozen reference
-forward (TRL-style in torch); "dpo-pre" = DPO with precomputed reference log-probs (no
-reference forward). Prints tokens/s, MFU against a matmul probe of the same dtype measured
-in this run, and ratios.
+AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
+bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
+bfloat16` stores weights, gradients and AdamW moments in bf16 on both sides (torch: the
+model cast to bf16), which is what lets the 1B preset's training state (19.8 GB in fp32)
+fit a 24 GB machine. SFT/CPT step = masked CE fwd+bwd+update; DPO step = policy fwd+bwd on
+chosen+rejected plus a frozen reference forward (TRL-style in torch); "dpo-pre" = DPO with
+precomputed reference log-probs (no reference forward). Prints the CPU, tokens/s, MFU
+against a matmul probe of the same dtype measured in this run, and ratios.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype=
             opt.step()
             opt.zero_grad()
     else:
-        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval().to(next(model.parameters()).dtype)
+        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval().to(model.dtype)
         both = torch.cat([ids, torch.randint(0, cfg.vocab_size, (b, n))])
 
         def logps(m, x):
@@ -132,7 +132,8 @@ def main():
     peak = measured_matmul_flops(dtype=args.dtype)
     fpt = train_flops_per_token(cfg, args.seq)
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
-          f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}; {args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+          f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}; "
+          f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
     res, kinds = {}, args.kinds.split(",")

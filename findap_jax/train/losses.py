@@ -25,7 +25,7 @@ def token_stats(logits, targets, mean: bool = False) -> dict:
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     out = {"logp": picked - lse, "lse": lse,
-           "correct": jax.lax.stop_gradient(picked >= top).astype(jnp.float32)}
+           "correct": (picked >= top).astype(jnp.float32)}
     if mean:
         out["mean_logp"] = jnp.mean(logits, axis=-1) - lse
     return out
