@@ -2,7 +2,8 @@
 
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
-                               [--ce-chunk 0] [--kinds lm,dpo,dpo-pre] [--skip-torch]
+                               [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
+                               [--kinds lm,dpo,dpo-pre] [--skip-torch]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
 bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
@@ -11,7 +12,10 @@ model cast to bf16), which is what lets the 1B preset's training state (19.8 GB 
 fit a 24 GB machine. SFT/CPT step = masked CE fwd+bwd+update; DPO step = policy fwd+bwd on
 chosen+rejected plus a frozen reference forward (TRL-style in torch); "dpo-pre" = DPO with
 precomputed reference log-probs (no reference forward). Prints the CPU, tokens/s, MFU
-against a matmul probe of the same dtype measured in this run, and ratios.
+against a matmul probe of the same dtype measured in this run, and ratios. `--weighted F`
+trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
+head on those positions only (train.head_chunk), transformers on all; MFU counts the head
+FLOPs of the trained positions only, for both.
 """
 from __future__ import annotations
 
@@ -32,19 +36,24 @@ from findap_jax.train.optim import make_optimizer
 from findap_jax.train.step import init_state, make_train_step, split_model
 
 
-def lm_batch(b, n, vocab, rng):
+def lm_batch(b, n, vocab, rng, weighted=1.0):
+    """Random tokens; the last `weighted` fraction of each row is trained on (the answer
+    after a prompt; 1.0 = CPT)."""
     tok = rng.integers(0, vocab, (b, n)).astype(np.int32)
     tgt = np.roll(tok, -1, axis=1)
-    w = np.ones((b, n), np.int32)
+    w = np.zeros((b, n), np.int32)
+    w[:, n - max(1, round(weighted * n)):] = 1
     w[:, -1] = 0
     return {"input_tokens": tok, "target_tokens": tgt, "loss_weights": w,
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
-def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float32"):
+def ours(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=512,
+         weighted=1.0):
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
-    tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk))
+    tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
+                   head_chunk=head_chunk))
     graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
                                                  param_dtype=jnp.dtype(param_dtype)))
     tx, sched = make_optimizer(tc)
@@ -52,10 +61,10 @@ def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float
     state = init_state(params, tx)
     rng = np.random.default_rng(0)
     if kind == "lm":
-        batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng))
+        batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng, weighted))
         extra = ()
     else:
-        c, r = lm_batch(b, n, cfg.vocab_size, rng), lm_batch(b, n, cfg.vocab_size, rng)
+        c, r = lm_batch(b, n, cfg.vocab_size, rng, weighted), lm_batch(b, n, cfg.vocab_size, rng, weighted)
         batch = {**{f"chosen_{k}": v for k, v in c.items()}, **{f"rejected_{k}": v for k, v in r.items()}}
         if kind == "dpo-pre":   # reference log-probs looked up, as train.reference=precomputed does
             batch.update(ref_chosen_logps=np.full(b, -900.0, np.float32),
@@ -72,7 +81,9 @@ def ours(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float
     return median_time(run, steps)
 
 
-def torch_step(cfg, kind, b, n, steps, dtype="float32", ce_chunk=0, param_dtype="float32"):
+def torch_step(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", **_):
+    """transformers computes logits at every position whatever the mask (as TRL's
+    trainers do), so the weighted fraction does not change its work."""
     import contextlib
 
     import torch
@@ -124,15 +135,20 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--ce-chunk", type=int, default=0)
+    ap.add_argument("--head-chunk", type=int, default=defaults.train_config().head_chunk)
+    ap.add_argument("--weighted", type=float, default=1.0,
+                    help="fraction of each row trained on (SFT/DPO answers; 0.39 = the bundled findap_it)")
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
     reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     peak = measured_matmul_flops(dtype=args.dtype)
-    fpt = train_flops_per_token(cfg, args.seq)
+    # MFU counts the FLOPs the loss needs: the LM head only on the trained positions
+    fpt = train_flops_per_token(cfg, args.seq) - 6.0 * cfg.vocab_size * cfg.hidden_size * (1 - args.weighted)
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
-          f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}; "
+          f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}, head_chunk "
+          f"{args.head_chunk}, {args.weighted:.0%} of positions trained on; "
           f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
@@ -142,7 +158,8 @@ def main():
         flops = fpt * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         for name, fn in impls:
-            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.ce_chunk, args.param_dtype)
+            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.param_dtype,
+                   ce_chunk=args.ce_chunk, head_chunk=args.head_chunk, weighted=args.weighted)
             res[(kind, name)] = t
             print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}", flush=True)
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])

@@ -55,7 +55,10 @@ def train_config() -> ml_collections.ConfigDict:
         z_loss=0.0,
         label_smoothing=0.0,
         per_sequence=False,       # CE as the mean of per-document means
-        ce_chunk=0,               # output head + CE this many positions at a time (0: whole rows)
+        ce_chunk=0,               # output head + CE this many positions per row at a time, logits
+                                  # recomputed in the backward pass (0: whole rows, kept)
+        head_chunk=256,           # head + CE only on loss-weighted positions, this many per batch
+                                  # shard at a time, chunks without any skipped (0: every position)
         beta=0.1,                 # DPO/IPO/RPO
         alpha=1.0,                # RPO: weight of the chosen NLL
         reference="live",         # live (frozen copy) or precomputed (log-prob pass first)

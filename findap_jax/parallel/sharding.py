@@ -116,6 +116,16 @@ def constrain(x: jax.Array, axes: Sequence[str | None], rules: Rules | None = No
     return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, x.shape, mesh, rules))
 
 
+def batch_shards(rows: int, rules: Rules | None = None) -> int:
+    """Into how many shards the current mesh splits a batch of `rows` (1 outside a mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1
+    spec = logical_to_spec(("batch",), (rows,), mesh, rules)[0]
+    names = () if spec is None else (spec,) if isinstance(spec, str) else spec
+    return int(np.prod([mesh.shape[a] for a in names]))
+
+
 def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules | None = None):
     """NamedSharding tree for an nnx.State (or abstract state) from its logical metadata."""
     def one(v):

@@ -11,15 +11,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from findap_jax.parallel.sharding import constrain
-from findap_jax.train.losses import chunked_token_stats, cross_entropy_from_stats, per_document_sums, preference_loss
+from findap_jax import defaults
+from findap_jax.parallel.sharding import batch_shards, constrain
+from findap_jax.train.losses import (chunked_token_stats, cross_entropy_from_stats, per_document_sums,
+                                     preference_loss, weighted_token_stats)
 
 LM_LOSSES = ("lm",)
 PREF_LOSSES = ("dpo", "ipo", "rpo")
+_HEAD_DEFAULTS = ml_collections.ConfigDict({k: defaults.train_config()[k] for k in ("ce_chunk", "head_chunk")})
 
 
 @struct.dataclass
@@ -58,17 +62,24 @@ def _sequence_count(batch):
     return jnp.sum(per > 0).astype(jnp.float32)
 
 
-def _stats(model, tokens, positions, segment_ids, targets, chunk: int, mean=False):
-    """Per-token log-probs etc. of the targets, the head applied `chunk` positions at a
-    time (0: all at once; train.ce_chunk)."""
+def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=False):
+    """Per-token log-probs etc. of the targets where `weights` != 0 (anything elsewhere):
+    the head on weighted positions only, train.head_chunk per batch shard at a time, or
+    on every position, train.ce_chunk per row at a time (0: all at once)."""
     h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids)
     head = lambda x: constrain(model.head(x), ("batch", "length", "act_vocab"), model.rules)  # noqa: E731
-    return chunked_token_stats(h, head, targets, int(chunk), mean)
+    ce_chunk, head_chunk = int(tc.ce_chunk), int(tc.head_chunk)
+    if head_chunk <= 0:
+        return chunked_token_stats(h, head, targets, ce_chunk, mean)
+    groups = batch_shards(targets.shape[0], model.rules)
+    rows = targets.shape[0] // groups
+    chunk = ce_chunk * rows if ce_chunk > 0 else head_chunk
+    return weighted_token_stats(h, head, targets, weights, chunk, mean, groups, remat=ce_chunk > 0)
 
 
 def lm_loss(model, mb, norms, tc):
     stats = _stats(model, mb["input_tokens"], mb["positions"], mb["segment_ids"], mb["target_tokens"],
-                   tc.ce_chunk, mean=bool(tc.label_smoothing))
+                   mb["loss_weights"], tc, mean=bool(tc.label_smoothing))
     return cross_entropy_from_stats(stats, mb["target_tokens"], mb["loss_weights"], z_loss=tc.z_loss,
                                     label_smoothing=tc.label_smoothing, per_sequence=tc.per_sequence,
                                     segment_ids=mb["segment_ids"],
@@ -76,21 +87,24 @@ def lm_loss(model, mb, norms, tc):
                                     token_normalizer=norms["tokens"])
 
 
-def pair_logps(model, mb, chunk: int = 0):
-    """Per-token log-probs of chosen and rejected rows in one forward: ([B, L], [B, L])."""
+def pair_logps(model, mb, tc=None):
+    """Per-token log-probs of chosen and rejected rows in one forward, zero off the
+    completions: ([B, L], [B, L]). `tc` (train config) picks the head chunking."""
     cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
-    stats = _stats(model, cat("input_tokens"), cat("positions"), cat("segment_ids"), cat("target_tokens"), chunk)
-    lp = stats["logp"] * cat("loss_weights").astype(jnp.float32)
+    tc = tc or _HEAD_DEFAULTS
+    w = cat("loss_weights")
+    stats = _stats(model, cat("input_tokens"), cat("positions"), cat("segment_ids"), cat("target_tokens"), w, tc)
+    lp = stats["logp"] * w.astype(jnp.float32)
     b = mb["chosen_input_tokens"].shape[0]
     return lp[:b], lp[b:]
 
 
 def pref_loss(model, mb, norms, tc, ref_model=None):
-    chosen_lp, rejected_lp = pair_logps(model, mb, tc.ce_chunk)
+    chosen_lp, rejected_lp = pair_logps(model, mb, tc)
     if "ref_chosen_logps" in mb:
         ref_c, ref_r = mb["ref_chosen_logps"], mb["ref_rejected_logps"]
     else:
-        rc, rr = pair_logps(ref_model, mb, tc.ce_chunk)
+        rc, rr = pair_logps(ref_model, mb, tc)
         ref_c = jax.lax.stop_gradient(jnp.sum(rc, -1))
         ref_r = jax.lax.stop_gradient(jnp.sum(rr, -1))
     return preference_loss(

@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 
 from findap_jax.model import Llama, get_preset
 from findap_jax.parallel import logical_to_spec, make_mesh, shard_module
+from findap_jax.parallel.sharding import batch_shards
 
 
 @pytest.mark.parametrize("shape", [dict(data=1, fsdp=4, tensor=2), dict(data=2, fsdp=2, tensor=2),
@@ -43,3 +44,13 @@ def test_make_mesh_errors():
         make_mesh(dict(data=-1, fsdp=-1))
     with pytest.raises(ValueError, match="unknown mesh axes"):
         make_mesh(dict(model=8))
+
+
+def test_batch_shards_follow_the_mesh_and_the_rows():
+    """How many blocks the batch axis is split into: 1 off a mesh, data x fsdp on one, fewer
+    when the rows do not divide (the rules drop the axis, as for parameters)."""
+    assert batch_shards(8) == 1
+    with jax.set_mesh(make_mesh(dict(data=2, fsdp=2, tensor=2))):
+        assert batch_shards(8) == 4
+        assert batch_shards(6) == 2
+        assert batch_shards(3) == 1

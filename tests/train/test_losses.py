@@ -10,7 +10,7 @@ import pytest
 
 from findap_jax.checkpoints.hf import load_hf
 from findap_jax.train.losses import (chunked_token_stats, cross_entropy, preference_loss, sequence_logps,
-                                     token_logprobs, token_stats)
+                                     token_logprobs, token_stats, weighted_token_stats)
 from tests.helpers import save_random_hf_llama
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
@@ -164,3 +164,56 @@ def test_chunked_token_stats_equal_whole_logits_with_grads():
         return jnp.sum(s["logp"] * 0.7 + s["lse"] ** 2 * 0.1 - s["mean_logp"])
     for a, b in zip(jax.grad(loss, (0, 1))(h, w, 4), jax.grad(loss, (0, 1))(h, w, 0)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups,chunk,remat", [(1, 5, False), (2, 7, True), (4, 96, False), (4, 3, True)])
+def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, remat):
+    """The head on loss-weighted positions only: same stats there (zeros elsewhere) and the
+    same gradients of a weighted loss as full logits, for any grouping/chunking."""
+    rng = np.random.default_rng(1)
+    b, n, e, v = 4, 24, 8, 32
+    h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(e, v)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, v, (b, n)))
+    wt = jnp.asarray(rng.random((b, n)) < 0.3, jnp.float32)
+
+    def loss(h, w, fn):
+        s = fn(h, w)
+        return jnp.sum((s["logp"] + 0.1 * s["lse"] ** 2 - 0.3 * s["mean_logp"]) * wt), s
+
+    whole = lambda h, w: token_stats(h @ w, t, mean=True)  # noqa: E731
+    part = lambda h, w: weighted_token_stats(h, lambda x: x @ w, t, wt, chunk, True, groups, remat)  # noqa: E731
+    (l0, s0), g0 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, whole)
+    (l1, s1), g1 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, part)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for k in s0:
+        np.testing.assert_allclose(s1[k] * wt, s0[k] * wt, atol=1e-5)
+        assert np.all(np.asarray(s1[k])[np.asarray(wt) == 0] == 0), k
+    for a, c in zip(g1, g0):
+        np.testing.assert_allclose(a, c, atol=1e-5)
+
+
+def test_weighted_token_stats_skip_chunks_without_weighted_positions():
+    """The head runs only on chunks that hold a weighted position: 5 weighted positions
+    spread over 4 rows of 16 are gathered into one chunk of 8; all-zero weights run none."""
+    rng = np.random.default_rng(2)
+    h = jnp.asarray(rng.normal(size=(4, 16, 8)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(8, 32)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 32, (4, 16)))
+    calls = []
+
+    def head(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return x @ w
+
+    wt = np.zeros((4, 16), np.float32)
+    wt[[0, 1, 1, 3, 3], [2, 9, 15, 0, 7]] = 1
+    out = jax.jit(lambda wt: weighted_token_stats(h, head, t, wt, 8))(jnp.asarray(wt))
+    jax.block_until_ready(out)
+    assert len(calls) == 1
+    np.testing.assert_allclose(out["logp"] * wt, token_stats(h @ w, t)["logp"] * wt, atol=1e-5)
+    calls.clear()
+    out = jax.jit(lambda wt: weighted_token_stats(h, head, t, wt, 8))(jnp.zeros((4, 16)))
+    assert len(calls) == 0 and float(jnp.abs(out["lse"]).sum()) == 0.0
+    with pytest.raises(ValueError, match="3 batch groups"):
+        weighted_token_stats(h, head, t, wt, 8, groups=3)

@@ -137,13 +137,16 @@ def test_non_finite_step_is_not_applied():
 
 @pytest.mark.parametrize("loss,extra", [("lm", dict(label_smoothing=0.1, z_loss=1e-3)),
                                         ("lm", dict(per_sequence=True)), ("rpo", {})])
-def test_chunked_head_equals_whole_rows(loss, extra):
-    """train.ce_chunk: the head + CE a few positions at a time (5 does not divide 16 or 12),
-    same loss, metrics and parameters after two steps."""
+@pytest.mark.parametrize("ce_chunk,head_chunk", [(5, 0), (0, 5), (3, 512)])
+def test_chunked_head_equals_whole_rows(loss, extra, ce_chunk, head_chunk):
+    """train.ce_chunk (the head a few positions per row at a time, logits recomputed) and
+    train.head_chunk (the head on loss-weighted positions only; 5 and 3 divide neither 16
+    nor 12): same loss, metrics and parameters after two steps as whole rows at once."""
     make = lm_batch if loss == "lm" else pref_batch
     batches = [make(i) for i in range(2)]
-    whole, mw = run(train_cfg(loss=loss, **extra), batches, ref=loss != "lm")
-    chunked, mc = run(train_cfg(loss=loss, ce_chunk=5, **extra), batches, ref=loss != "lm")
+    whole, mw = run(train_cfg(loss=loss, ce_chunk=0, head_chunk=0, **extra), batches, ref=loss != "lm")
+    chunked, mc = run(train_cfg(loss=loss, ce_chunk=ce_chunk, head_chunk=head_chunk, **extra), batches,
+                      ref=loss != "lm")
     _close(whole, chunked, 1e-5)
     for a, b in zip(mw, mc):
         for k in set(a) - {"rewards/accuracies"}:
