@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from findap_jax.model.config import LlamaConfig
+from findap_jax.model.splash import Segments, splash_attend
 from findap_jax.parallel.sharding import constrain
 
 _MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
@@ -109,7 +110,7 @@ def _matmul_bwd(transpose_w, out_dtype, res, g):
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
-ATTENTION_IMPLS = ("xla", "reference", "dot_product_attention")
+ATTENTION_IMPLS = ("xla", "reference", "dot_product_attention", "splash")
 
 
 def attend_reference(q, k, v, mask):
@@ -164,7 +165,7 @@ def rows_one_at_a_time() -> bool:
 
 
 def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "xla",
-           per_row: bool | None = None):
+           per_row: bool | None = None, rules=None):
     """Grouped-query attention. q [B,T,H,D], k/v [B,S,K,D], mask [B,T,S] bool.
 
     `causal` promises that query i only sees keys j <= i (training, prefill): queries
@@ -172,7 +173,13 @@ def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "x
     masked upper triangle (~40% of the work at T=512) and keeps each block's scores in
     cache. `per_row` (None: `rows_one_at_a_time()`) runs causal rows in a `lax.map`.
     `impl`: "xla" (this), "reference" (attend_reference), "dot_product_attention"
-    (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies)."""
+    (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies), "splash"
+    (the TPU Pallas kernel, `model.splash`; mask = `Segments`, causal, sharded by `rules`)."""
+    if impl == "splash" or isinstance(mask, Segments):
+        if impl != "splash" or not causal or not isinstance(mask, Segments):
+            raise ValueError("splash attention is causal training/prefill attention over packed documents: "
+                             "it takes mask=Segments(segment_ids) with causal=True, and only it takes Segments")
+        return splash_attend(q, k, v, mask.ids, rules=rules)
     if impl == "reference":
         return attend_reference(q, k, v, mask)
     if impl == "dot_product_attention":
@@ -229,7 +236,7 @@ def attend_cached(q, k, v, mask, impl: str = "xla", prefix=None):
     prefix's and the row's own slots (one max, one sum)."""
     b, t, h, d = q.shape
     kv = k.shape[1]
-    if impl != "xla":   # each row's view: its own start's slots, then the cache's
+    if impl not in ("xla", "splash"):   # each row's view: its own start's slots, then the cache's
         keys, vals, masks = [k], [v], [mask]
         if prefix is not None:
             valid, group = prefix[2], prefix[3]
@@ -335,7 +342,7 @@ class Attention(nnx.Module):
         else:
             if prefix is not None:
                 raise ValueError("a shared prefix is read beside a KV cache; none was given")
-            out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal, impl=self.attention)
+            out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal, impl=self.attention, rules=self.rules)
             k, v = to_cache_layout(k, v)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
         h, d, e = self.o_proj.shape

@@ -19,6 +19,7 @@ from flax import nnx, struct
 from findap_jax.model.config import LlamaConfig
 from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cache_slots, cache_write, matmul, param,
                                      rope_inv_freq)
+from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
 
 REMAT_POLICIES = {
@@ -88,7 +89,7 @@ class Llama(nnx.Module):
         if attention not in ATTENTION_IMPLS:
             raise ValueError(f"unknown attention {attention!r}; choose one of {ATTENTION_IMPLS}")
         rngs = rngs if rngs is not None else nnx.Rngs(0)
-        self.cfg, self.dtype, self.remat, self.rules = cfg, dtype, remat, rules
+        self.cfg, self.dtype, self.remat, self.rules, self.attention = cfg, dtype, remat, rules, attention
         self.embed = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype)
 
         @nnx.split_rngs(splits=cfg.num_layers)
@@ -151,6 +152,8 @@ class Llama(nnx.Module):
             idx = jnp.arange(t)
             mask = (idx[None, :, None] >= idx[None, None, :]) & (
                 segment_ids[:, :, None] == segment_ids[:, None, :])
+            if self.attention == "splash":   # the kernel builds its block-sparse causal mask itself
+                mask = Segments(segment_ids)
             kv_in, cache_index = None, None
         if cache is not None:
             cache_index = cache.index
