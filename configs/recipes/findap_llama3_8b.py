@@ -47,6 +47,11 @@ MESHES = {
     "gpu": dict(data=1, fsdp=16, tensor=1),
 }
 
+# Attention: the Pallas Splash kernel on TPU (block-sparse causal over 8,000-token packed
+# rows, no [T, T] mask built); the XLA blocked attention on GPU (cuDNN through
+# dot_product_attention is not verified here with packed-document masks).
+ATTENTION = {"tpu": "splash", "gpu": "xla"}
+
 MODEL = dict(
     path="",                   # set by the recipe from cfg.model (the previous stage's export)
     dtype="bfloat16",          # bf16 compute
@@ -59,8 +64,8 @@ OPTIMIZER = dict(lr=5e-6, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_
                  schedule="cosine", end_lr_ratio=0.0, grad_accum=1, ce_chunk=1024)
 
 
-def _stage1(section, steps: int, warmup: float) -> None:
-    section.model.update(MODEL)
+def _stage1(section, steps: int, warmup: float, attention: str) -> None:
+    section.model.update(MODEL, attention=attention)
     section.data.update(mixture="findap_joint", seq_len=SEQ_LEN, batch_size=ROWS, pack=True,
                         data_dir="",   # "" = bundled toy corpora; pass FinTrain for the real run
                         joint=dict(cpt_rate=0.5, cpt_finance_share=0.5, it_finance_share=0.2))
@@ -86,8 +91,8 @@ def get_config(arg=None):
     cfg.eval.update(tasks="fpb,cfa_mini,finqa_mini,tweets_sentiment,finner,mmlu_finance,tatqa,finqa",
                     limit=0, batch_size=32)
 
-    _stage1(cfg.cpt_it, STEPS_1A, warmup=0.1)
-    _stage1(cfg.cpt_it_2, STEPS_1B, warmup=0.5)
+    _stage1(cfg.cpt_it, STEPS_1A, warmup=0.1, attention=ATTENTION[hardware])
+    _stage1(cfg.cpt_it_2, STEPS_1B, warmup=0.5, attention=ATTENTION[hardware])
 
     # Preference distillation from the stage-1 model (cfg.distill.policy is set by the recipe).
     cfg.distill.update(
@@ -99,7 +104,7 @@ def get_config(arg=None):
         batch_size=32)
 
     rpo = cfg.rpo
-    rpo.model.update(MODEL)
+    rpo.model.update(MODEL, attention=ATTENTION[hardware])
     rpo.data.update(mixture="findap_preference", seq_len=PA_LEN, batch_size=PA_PAIRS, pack=False)
     rpo.train.update(loss="rpo", steps=STEPS_PA, warmup=0.1, beta=0.1, alpha=1.0,
                      reference="live", **dict(OPTIMIZER, lr=5e-7))

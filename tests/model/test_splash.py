@@ -10,7 +10,7 @@ from flax import nnx
 from findap_jax.generation.sampler import generate_ids
 from findap_jax.model import Llama, get_preset
 from findap_jax.model.layers import attend, attend_reference
-from findap_jax.model.splash import Segments, _block, splash_attend
+from findap_jax.model.splash import Segments, _block, padded_length, splash_attend
 from findap_jax.parallel import make_mesh, shard_module
 
 
@@ -31,6 +31,7 @@ def _packed(b, t, cuts, pad):
 
 def test_blocks_divide_the_padded_length():
     assert [_block(t) for t in (128, 256, 384, 512, 640, 2048)] == [128, 256, 384, 512, 128, 512]
+    assert [padded_length(t) for t in (1, 200, 640, 1000, 8000, 8064)] == [128, 256, 640, 1024, 8192, 8192]
 
 
 @pytest.mark.parametrize("t", [200, 256])
