@@ -3,7 +3,7 @@
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
-                               [--kinds lm,dpo,dpo-pre] [--skip-torch]
+                               [--kinds lm,dpo,dpo-pre] [--skip-torch] [--interleave auto|on|off]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
 bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
@@ -15,18 +15,24 @@ precomputed reference log-probs (no reference forward). Prints the CPU, tokens/s
 against a matmul probe of the same dtype measured in this run, and ratios. `--weighted F`
 trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
 head on those positions only (train.head_chunk), transformers on all; MFU counts the head
-FLOPs of the trained positions only, for both.
+FLOPs of the trained positions only, for both. The two stacks' steps alternate
+(`timing.interleaved_times`: one warm-up each, then --steps rounds of one step each), so a
+drift in the machine's speed hits both alike; the ratio is also printed as the median of
+the per-round ratios. `--interleave auto` does that for the SFT/CPT step only: both stacks'
+DPO steps held at once exceed a 24 GB machine (out of memory), so they run one after the other.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from timing import cpu_summary, median_time  # bench/timing.py (the script's folder is on sys.path)
+from timing import cpu_summary, interleaved_times, median_time  # bench/timing.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_huge_pages
@@ -48,8 +54,9 @@ def lm_batch(b, n, vocab, rng, weighted=1.0):
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
-def ours(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=512,
-         weighted=1.0):
+def ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=512,
+         weighted=1.0, compiler_options=None):
+    """One step of ours as a callable (the state is donated and carried across calls)."""
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
@@ -57,7 +64,7 @@ def ours(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", ce_chun
     graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
                                                  param_dtype=jnp.dtype(param_dtype)))
     tx, sched = make_optimizer(tc)
-    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0)
+    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0, compiler_options=compiler_options)
     state = init_state(params, tx)
     rng = np.random.default_rng(0)
     if kind == "lm":
@@ -78,11 +85,11 @@ def ours(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", ce_chun
     def run():
         holder[0], m = step(holder[0], batch, *extra)
         jax.block_until_ready(m["loss"])
-    return median_time(run, steps)
+    return run
 
 
-def torch_step(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", **_):
-    """transformers computes logits at every position whatever the mask (as TRL's
+def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", **_):
+    """One transformers step as a callable. transformers computes logits at every position whatever the mask (as TRL's
     trainers do), so the weighted fraction does not change its work."""
     import contextlib
 
@@ -123,7 +130,7 @@ def torch_step(cfg, kind, b, n, steps, dtype="float32", param_dtype="float32", *
             loss.backward()
             opt.step()
             opt.zero_grad()
-    return median_time(run, steps)
+    return run
 
 
 def main():
@@ -140,6 +147,8 @@ def main():
                     help="fraction of each row trained on (SFT/DPO answers; 0.39 = the bundled findap_it)")
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--interleave", default="auto", choices=["auto", "on", "off"],
+                    help="alternate the stacks' steps (auto: for lm; both DPO stacks at once exceed 24 GB)")
     args = ap.parse_args()
     reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
@@ -152,20 +161,33 @@ def main():
           f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
-    res, kinds = {}, args.kinds.split(",")
+    res, paired, kinds = {}, {}, args.kinds.split(",")
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
         flops = fpt * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
-        for name, fn in impls:
-            t = fn(cfg, kind, args.batch, args.seq, args.steps, args.dtype, args.param_dtype,
-                   ce_chunk=args.ce_chunk, head_chunk=args.head_chunk, weighted=args.weighted)
+        makers = {name: functools.partial(fn, cfg, kind, args.batch, args.seq, args.dtype, args.param_dtype,
+                                          ce_chunk=args.ce_chunk, head_chunk=args.head_chunk,
+                                          weighted=args.weighted) for name, fn in impls}
+        ratios = None
+        if args.interleave == "on" or (args.interleave == "auto" and kind == "lm"):
+            times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps)
+        else:   # one stack after the other, each freed before the next is built
+            times = {}
+            for name, make in makers.items():
+                times[name] = median_time(make(), args.steps)
+                gc.collect()
+        for name, t in times.items():
             res[(kind, name)] = t
             print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}", flush=True)
+        if not args.skip_torch and ratios:
+            paired[kind] = ratios["transformers"]
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
     if not args.skip_torch:
         for kind in kinds:
-            print(f"{kind}: findap-jax / transformers tokens/s = {res[(kind, 'transformers')] / res[(kind, 'findap-jax')]:.2f}")
+            pr = f" (median of the per-round ratios: {paired[kind]:.2f})" if kind in paired else " (run one after the other)"
+            print(f"{kind}: findap-jax / transformers tokens/s = "
+                  f"{res[(kind, 'transformers')] / res[(kind, 'findap-jax')]:.2f}{pr}")
     if "lm" in kinds:
         for kind in (k for k in kinds if k != "lm"):
             print(f"{kind} / SFT time per sequence: " + ", ".join(
