@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from timing import cpu_summary, interleaved_times, median_time  # bench/timing.py (the script's folder is on sys.path)
+# bench/timing.py (the script's folder is on sys.path)
+from timing import cpu_summary, interleaved_times, median_time
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_huge_pages
@@ -89,8 +90,8 @@ def ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, he
 
 
 def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", **_):
-    """One transformers step as a callable. transformers computes logits at every position whatever the mask (as TRL's
-    trainers do), so the weighted fraction does not change its work."""
+    """One transformers step as a callable. transformers computes logits at every position
+    whatever the mask (as TRL's trainers do), so the weighted fraction does not change its work."""
     import contextlib
 
     import torch

@@ -149,11 +149,12 @@ class Llama(nnx.Module):
                 raise ValueError("prefill=True promises an empty cache; this one reads a shared prefix")
             prefix = (cache.prefix_k, cache.prefix_v, cache.prefix_valid, cache.prefix_group)
         if causal:
-            idx = jnp.arange(t)
-            mask = (idx[None, :, None] >= idx[None, None, :]) & (
-                segment_ids[:, :, None] == segment_ids[:, None, :])
             if self.attention == "splash":   # the kernel builds its block-sparse causal mask itself
                 mask = Segments(segment_ids)
+            else:
+                idx = jnp.arange(t)
+                mask = (idx[None, :, None] >= idx[None, None, :]) & (
+                    segment_ids[:, :, None] == segment_ids[:, None, :])
             kv_in, cache_index = None, None
         if cache is not None:
             cache_index = cache.index

@@ -84,10 +84,10 @@ def splash_attend(q, k, v, segment_ids, rules=None, interpret: bool | None = Non
     pad = padded_length(t) - t
     heads_first = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))).transpose(0, 2, 1, 3)  # noqa: E731
     qh = heads_first(q * jnp.asarray(1.0 / math.sqrt(d), q.dtype))    # the kernel does not scale
-    kh, vh = heads_first(k), heads_first(v.astype(q.dtype))
+    kh, vh = heads_first(k.astype(q.dtype)), heads_first(v.astype(q.dtype))
     ids = jnp.pad(segment_ids.astype(jnp.int32), ((0, 0), (0, pad)), constant_values=-1)
     mesh = jax.sharding.get_abstract_mesh()
-    fn = lambda q, k, v, s: _one_shard(q, k.astype(q.dtype), v, s, interpret)  # noqa: E731
+    fn = lambda q, k, v, s: _one_shard(q, k, v, s, interpret)  # noqa: E731
     if not mesh.empty:
         x_spec, ids_spec = _specs(qh.shape, kh.shape, mesh, rules)
         fn = jax.shard_map(fn, mesh=mesh, in_specs=(x_spec, x_spec, x_spec, ids_spec), out_specs=x_spec,
