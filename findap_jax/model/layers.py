@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from findap_jax.model.config import LlamaConfig
 from findap_jax.model.splash import Segments, splash_attend
@@ -36,9 +37,61 @@ class RMSNorm(nnx.Module):
         self.eps, self.dtype = eps, dtype
 
     def __call__(self, x):
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+        return rms_norm(x, self.scale[...], self.eps, self.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def rms_norm(x, scale, eps: float, dtype):
+    """scale * x / rms(x), the statistics in fp32, the output in `dtype`.
+
+    Written with its own backward so that the layer scan saves only x and the [.., 1]
+    reciprocal rms per norm; left to autodiff it also stacks the normalised x, the
+    broadcast scale and the mean square for every layer (each [L, B, T, E] buffer is
+    zero-filled, written and sliced again: memory traffic, no FLOPs)."""
+    return _rms_norm_fwd(x, scale, eps, dtype)[0]
+
+
+def _rms_norm_fwd(x, scale, eps, dtype):
+    x32 = x.astype(jnp.float32)
+    r = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return scale.astype(dtype) * (x32 * r).astype(dtype), (x, r, scale)
+
+
+def _rms_norm_bwd(eps, dtype, res, g):
+    x, r, scale = res
+    xhat = x.astype(jnp.float32) * r
+    g32 = g.astype(jnp.float32)
+    dscale = jnp.sum((g32 * xhat).reshape(-1, xhat.shape[-1]), axis=0)
+    dxhat = g32 * scale.astype(dtype).astype(jnp.float32)
+    dx = r * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx.astype(x.dtype), dscale.astype(scale.dtype)
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
+@jax.custom_vjp
+def swiglu(g, u):
+    """silu(g) * u, saving only g and u for the backward pass (autodiff of the plain
+    expression also stacks sigmoid(g), silu(g) and a product per layer: four [B, T, F]
+    buffers where two do)."""
+    return jax.nn.silu(g) * u
+
+
+def _swiglu_fwd(g, u):
+    return jax.nn.silu(g) * u, (g, u)
+
+
+def _swiglu_bwd(res, dh):
+    g, u = res
+    g32, u32, dh32 = g.astype(jnp.float32), u.astype(jnp.float32), dh.astype(jnp.float32)
+    s = jax.nn.sigmoid(g32)
+    silu = g32 * s
+    dg = dh32 * u32 * s * (1.0 + g32 * (1.0 - s))
+    return dg.astype(g.dtype), (dh32 * silu).astype(u.dtype)
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
@@ -76,7 +129,10 @@ def matmul(x, w, transpose_w: bool = False, out_dtype=None):
     """x [..., K] @ w [K, N] (or w [N, K] with `transpose_w`: the tied LM head) -> [..., N],
     computed in x's dtype with fp32 accumulation; w may be stored wider (fp32 master
     weights with bf16 compute): it is cast inside, and its gradient comes back in its own
-    dtype without a round trip through the compute dtype.
+    dtype without a round trip through the compute dtype. w may have more dims whose
+    row-major flattening is [K, N] ([E, heads, D] or [heads, D, E]); it is flattened here,
+    so the saved residual is the weight itself, which the layer scan reads in place rather
+    than stacking a reshaped copy of every layer's weights.
 
     The backward pass is written out as two plain 2-D matmuls. Left to autodiff, XLA:CPU
     emits each weight gradient as a transposed copy fused into the elementwise producer
@@ -89,11 +145,16 @@ def _dot(a, b, contract, out_dtype):
     return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=out_dtype)
 
 
+def _as_2d(w, k, transpose_w):
+    return w.reshape(-1, k) if transpose_w else w.reshape(k, -1)
+
+
 def _matmul_fwd(x, w, transpose_w, out_dtype):
     # fp32 accumulation, always: XLA:CPU runs a bf16 x bf16 -> fp32 dot natively (AVX-512
     # BF16) but upcasts a bf16 -> bf16 dot to a full fp32 one.
     x2 = x.reshape(-1, x.shape[-1])
-    y = _dot(x2, w.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
+    w2 = _as_2d(w, x.shape[-1], transpose_w)
+    y = _dot(x2, w2.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
     y = y.astype(out_dtype or x.dtype)
     return y.reshape(x.shape[:-1] + y.shape[-1:]), (x, w)
 
@@ -101,11 +162,12 @@ def _matmul_fwd(x, w, transpose_w, out_dtype):
 def _matmul_bwd(transpose_w, out_dtype, res, g):
     x, w = res
     x2 = x.reshape(-1, x.shape[-1])
+    w2 = _as_2d(w, x.shape[-1], transpose_w)
     g2 = g.reshape(-1, g.shape[-1]).astype(x.dtype)
-    gx = _dot(g2, w.astype(x.dtype), ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
+    gx = _dot(g2, w2.astype(x.dtype), ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
     lhs, rhs = (g2, x2) if transpose_w else (x2, g2)        # gw: [N, K] or [K, N]
     gw = _dot(lhs, rhs, ((0,), (0,)), jnp.float32).astype(w.dtype)
-    return gx.reshape(x.shape), gw
+    return gx.reshape(x.shape), gw.reshape(w.shape)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
@@ -318,19 +380,21 @@ class Attention(nnx.Module):
 
     def _project(self, x, w):
         """x [B,T,E] through w [E, heads, D] -> [B, T, heads, D]."""
-        e, n, d = w.shape
-        return matmul(x, w[...].reshape(e, n * d)).reshape(x.shape[:2] + (n, d))
+        _, n, d = w.shape
+        return matmul(x, w[...]).reshape(x.shape[:2] + (n, d))
 
-    def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False,
+    def project(self, x):
+        """The (q, k, v) projections of the normed input x [B, T, E]."""
+        return self._project(x, self.q_proj), self._project(x, self.k_proj), self._project(x, self.v_proj)
+
+    def __call__(self, qkv, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False,
                  prefix=None):
-        """Returns (out, (k, v)), k/v in the cache layouts (`to_cache_layout`); with kv_cache=(k, v)
-        the new keys are written at cache_index and the whole cache comes back.
-        `causal`: the mask is causal over these tokens alone (no cache is read).
-        `prefix`: a shared prefix read beside the cache (see `attend_cached`)."""
+        """From `project`'s (q, k, v), returns (out, (k, v)), k/v in the cache layouts
+        (`to_cache_layout`); with kv_cache=(k, v) the new keys are written at cache_index and
+        the whole cache comes back. `causal`: the mask is causal over these tokens alone (no
+        cache is read). `prefix`: a shared prefix read beside the cache (see `attend_cached`)."""
         dt = self.dtype
-        q = self._project(x, self.q_proj)
-        k = self._project(x, self.k_proj)
-        v = self._project(x, self.v_proj)
+        q, k, v = qkv
         q = constrain(q, ("batch", "length", "act_heads", "head_dim"), self.rules)
         k = constrain(k, ("batch", "length", "act_kv_heads", "head_dim"), self.rules)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
@@ -345,8 +409,8 @@ class Attention(nnx.Module):
             out = attend(q, k.astype(dt), v.astype(dt), mask, causal=causal, impl=self.attention, rules=self.rules)
             k, v = to_cache_layout(k, v)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
-        h, d, e = self.o_proj.shape
-        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...].reshape(h * d, e))
+        h, d, _ = self.o_proj.shape
+        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...])
         return y, (k, v)
 
 
@@ -359,10 +423,23 @@ class MLP(nnx.Module):
         self.dtype, self.rules = dtype, rules
 
     def __call__(self, x):
-        g = matmul(x, self.gate_proj[...])
-        u = matmul(x, self.up_proj[...])
-        h = constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"), self.rules)
+        g = checkpoint_name(matmul(x, self.gate_proj[...]), "mlp_gate")
+        u = checkpoint_name(matmul(x, self.up_proj[...]), "mlp_up")
+        h = constrain(swiglu(g, u), ("batch", "length", "act_mlp"), self.rules)
         return matmul(h, self.down_proj[...])
+
+
+# Inside a decoder layer's backward pass these are recomputed from what is saved, being
+# cheap elementwise work: each RMSNorm's output (from its input and [.., 1] reciprocal rms)
+# and silu(gate) * up, the down projection's input (from the gate and up outputs, which
+# are saved by name). A saved activation costs a zero-filled [L, B, T, ..] buffer in the
+# layer scan, a copy into it and a copy out of it in the backward pass.
+_RECOMPUTE_CHEAP = jax.checkpoint_policies.save_only_these_names("mlp_gate", "mlp_up")
+
+
+def _norm_then(norm, fn):
+    """fn(norm(x)) with the norm's output recomputed in the backward pass."""
+    return jax.checkpoint(lambda x: fn(norm(x)), policy=_RECOMPUTE_CHEAP, prevent_cse=False)
 
 
 class DecoderLayer(nnx.Module):
@@ -377,8 +454,8 @@ class DecoderLayer(nnx.Module):
 
     def __call__(self, x, positions, inv_freq, mask, kv_cache=None, cache_index=None, causal=False,
                  prefix=None):
-        h, new_kv = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv_cache, cache_index, causal,
-                              prefix)
+        qkv = _norm_then(self.attn_norm, self.attn.project)(x)
+        h, new_kv = self.attn(qkv, positions, inv_freq, mask, kv_cache, cache_index, causal, prefix)
         x = constrain(x + h, ("batch", "length", "act_embed"), self.rules)
-        x = x + self.mlp(self.mlp_norm(x))
+        x = x + _norm_then(self.mlp_norm, self.mlp)(x)
         return constrain(x, ("batch", "length", "act_embed"), self.rules), new_kv

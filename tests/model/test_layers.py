@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from findap_jax.model import Llama, get_preset
-from findap_jax.model.layers import attend, attend_cached, attend_reference, matmul, to_cache_layout
+from findap_jax.model.layers import (attend, attend_cached, attend_reference, matmul, rms_norm, swiglu,
+                                      to_cache_layout)
 
 
 def _rand(key, *shape):
@@ -103,3 +104,44 @@ def test_train_flops_count_the_head_tied_or_not():
     assert train_flops_per_token(tied, 512) == train_flops_per_token(untied, 512)
     head = 6 * tied.vocab_size * tied.hidden_size
     assert train_flops_per_token(tied, 512) > head + 6 * tied.num_params(include_embedding=False)
+
+
+def test_rms_norm_and_swiglu_backward_equal_autodiff():
+    """The hand-written backward passes equal autodiff of the plain expressions (fp32)."""
+    x, scale, probe = _rand(0, 3, 5, 8), 1.0 + 0.1 * _rand(1, 8), _rand(2, 3, 5, 8)
+
+    def plain_norm(x, s):
+        return s * (x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-5))
+
+    ours = lambda x, s: jnp.sum(jnp.sin(rms_norm(x, s, 1e-5, jnp.float32)) * probe)
+    ref = lambda x, s: jnp.sum(jnp.sin(plain_norm(x, s)) * probe)
+    np.testing.assert_allclose(rms_norm(x, scale, 1e-5, jnp.float32), plain_norm(x, scale), atol=1e-6)
+    for a, b in zip(jax.grad(ours, (0, 1))(x, scale), jax.grad(ref, (0, 1))(x, scale)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    g, u = 3 * _rand(3, 3, 5, 8), _rand(4, 3, 5, 8)
+    ours = lambda g, u: jnp.sum(jnp.sin(swiglu(g, u)) * probe)
+    ref = lambda g, u: jnp.sum(jnp.sin(jax.nn.silu(g) * u) * probe)
+    np.testing.assert_allclose(swiglu(g, u), jax.nn.silu(g) * u, atol=1e-6)
+    for a, b in zip(jax.grad(ours, (0, 1))(g, u), jax.grad(ref, (0, 1))(g, u)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,spec", [((8, 3, 2), "bte,end->btnd"), ((3, 2, 8), "btnd,nde->bte")])
+def test_matmul_takes_multi_dim_weights(shape, spec):
+    """[E, heads, D] and [heads, D, E] weights are flattened inside; the gradient keeps
+    the weight's shape."""
+    w = _rand(1, *shape)
+    x = _rand(0, 3, 5, 8) if shape[0] == 8 else _rand(0, 3, 5, 3, 2)
+    x2 = x if shape[0] == 8 else x.reshape(3, 5, 6)
+
+    def ours(x, w):
+        return jnp.sum(jnp.sin(matmul(x.reshape(x2.shape), w)))
+
+    ref = lambda x, w: jnp.sum(jnp.sin(jnp.einsum(spec, x, w)))
+    np.testing.assert_allclose(matmul(x2, w).reshape(jnp.einsum(spec, x, w).shape),
+                               jnp.einsum(spec, x, w), atol=1e-5)
+    ga, gb = jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)
+    assert ga[1].shape == w.shape
+    for a, b in zip(ga, gb):
+        np.testing.assert_allclose(a, b, atol=1e-5)
