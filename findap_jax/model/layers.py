@@ -75,7 +75,7 @@ def swiglu(g, u):
     """silu(g) * u, saving only g and u for the backward pass (autodiff of the plain
     expression also stacks sigmoid(g), silu(g) and a product per layer: four [B, T, F]
     buffers where two do)."""
-    return jax.nn.silu(g) * u
+    return _swiglu_fwd(g, u)[0]
 
 
 def _swiglu_fwd(g, u):

@@ -107,7 +107,7 @@ def test_gradients_equal_transformers(tmp_path, variant):
     grads = nnx.grad(loss)(model)
     nnx.update(model, grads)
     ours = to_hf_tensors(model)
-    assert sorted(ours) == sorted(k for k in theirs if k in ours) and len(ours) >= 2 + 9 * 2
+    assert set(ours) == set(theirs)    # every trainable tensor, the tied head once
     for name, g in ours.items():
         scale = max(float(np.abs(theirs[name]).max()), 1e-3)
         np.testing.assert_allclose(g / scale, theirs[name] / scale, atol=1e-5, err_msg=name)
