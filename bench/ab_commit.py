@@ -1,6 +1,6 @@
 """A/B one train step of the working tree against a git revision, in one process.
 
-    python bench/ab_commit.py [--against HEAD] [--kind lm|dpo|dpo-pre] [--rounds 4] [--weighted 1.0]
+    python bench/ab_commit.py [--against HEAD] [--kind lm|dpo|dpo-pre] [--rounds 4] [--weighted 1.0] [--settle 1]
 
 The revision's `findap_jax/` is exported with `git archive` into a temporary folder and
 imported as `findap_jax_old` (its absolute imports renamed), so both versions build their
@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--weighted", type=float, default=1.0)
     ap.add_argument("--preset", default="smollm2-135m")
+    ap.add_argument("--settle", type=int, default=1, help="untimed steps before each timed one")
     args = ap.parse_args()
     reexec_with_huge_pages()
     from findap_jax.model import get_preset
@@ -66,7 +67,7 @@ def main():
             setattr(train_step, name, value)
         old = train_step.ours(old_pkg.model.get_preset(args.preset), args.kind, 4, 512, weighted=args.weighted)
         old()
-        med, ratio = interleaved_times({"old": old, "new": new}, args.rounds)
+        med, ratio = interleaved_times({"old": old, "new": new}, args.rounds, settle=args.settle)
     print(f"{args.kind} vs {args.against}: s/step old {med['old']:.2f}, new {med['new']:.2f}; "
           f"per-round new/old {ratio['new']:.3f}")
 

@@ -14,17 +14,28 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def interleaved_times(runs: dict, rounds: int) -> tuple[dict, dict]:
-    """Median wall time of each `runs[name]()` over `rounds` rounds that call every run once
-    in turn (after one warm-up call each), and the median over rounds of each run's time
+def interleaved_times(runs: dict, rounds: int, settle: int = 1) -> tuple[dict, dict]:
+    """Median wall time of each `runs[name]()` over `rounds` rounds that give every run a
+    turn (after one warm-up call each), and the median over rounds of each run's time
     divided by the first run's in that round. On a shared machine whose speed drifts by
     tens of percent within minutes, the paired per-round ratio is what stays comparable;
-    timing one implementation's steps and then the other's is not."""
+    timing one implementation's steps and then the other's is not.
+
+    Each turn makes `settle` untimed calls before its timed one. A stack's first step
+    after the other stack ran re-faults the memory it freed at its previous step's end:
+    on a VM with free-page reporting (this machine: Firecracker, page_reporting_order=11)
+    memory freed for more than a few seconds goes back to the host, and faulting it in
+    again cost an XLA train step 9-12 s of system time instead of 1 (4.4 GB of
+    temporaries per step; torch's steps lose less, reusing memory within the step). A
+    training job runs its steps back to back and never pays that, so the timed step is
+    the one after a settle step."""
     for fn in runs.values():
         fn()
     ts = {name: [] for name in runs}
     for _ in range(rounds):
         for name, fn in runs.items():
+            for _ in range(settle):
+                fn()
             t = time.perf_counter()
             fn()
             ts[name].append(time.perf_counter() - t)

@@ -4,6 +4,7 @@
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
                                [--kinds lm,dpo,dpo-pre] [--skip-torch] [--interleave auto|on|off]
+                               [--settle 1]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
 bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
@@ -16,9 +17,11 @@ against a matmul probe of the same dtype measured in this run, and ratios. `--we
 trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
 head on those positions only (train.head_chunk), transformers on all; MFU counts the head
 FLOPs of the trained positions only, for both. The two stacks' steps alternate
-(`timing.interleaved_times`: one warm-up each, then --steps rounds of one step each), so a
-drift in the machine's speed hits both alike; the ratio is also printed as the median of
-the per-round ratios. `--interleave auto` does that for the SFT/CPT step only: both stacks'
+(`timing.interleaved_times`: one warm-up each, then --steps rounds in which each stack runs
+--settle untimed steps and one timed step), so a drift in the machine's speed hits both
+alike, while the timed step runs right after one of its own, as in a training job (the
+first step after the other stack re-faults freed memory; see `interleaved_times`); the
+ratio is also printed as the median of the per-round ratios. `--interleave auto` does that for the SFT/CPT step only: both stacks'
 DPO steps held at once exceed a 24 GB machine (out of memory), so they run one after the other.
 """
 from __future__ import annotations
@@ -150,6 +153,8 @@ def main():
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--interleave", default="auto", choices=["auto", "on", "off"],
                     help="alternate the stacks' steps (auto: for lm; both DPO stacks at once exceed 24 GB)")
+    ap.add_argument("--settle", type=int, default=1,
+                    help="untimed steps before each timed one when the stacks alternate")
     args = ap.parse_args()
     reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
@@ -172,7 +177,8 @@ def main():
                                           weighted=args.weighted) for name, fn in impls}
         ratios = None
         if args.interleave == "on" or (args.interleave == "auto" and kind == "lm"):
-            times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps)
+            times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps,
+                                              settle=args.settle)
         else:   # one stack after the other, each freed before the next is built
             times = {}
             for name, make in makers.items():
