@@ -22,7 +22,7 @@ from pathlib import Path
 import train_step
 from timing import interleaved_times
 
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def main():
     ap.add_argument("--preset", default="smollm2-135m")
     ap.add_argument("--settle", type=int, default=1, help="untimed steps before each timed one")
     args = ap.parse_args()
-    reexec_with_huge_pages()
+    reexec_with_host_malloc()
     from findap_jax.model import get_preset
     new = train_step.ours(get_preset(args.preset), args.kind, 4, 512, weighted=args.weighted)
     new()    # traced and compiled before the module globals below point at the old package

@@ -22,7 +22,7 @@ from findap_jax.checkpoints import save_pretrained
 from findap_jax.checkpoints.hub import cache_dir, smollm2_gguf
 from findap_jax.generation import sampler
 from findap_jax.generation.sampler import generate_ids
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
                     help="the A/B: CPU decode-step dots on YNNPACK or XLA's dot emitter at every "
                          "batch width (auto: the emitter at one row, YNNPACK above)")
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     if args.decode_dots != "auto":
         opts = None if args.decode_dots == "ynn" else {"xla_cpu_experimental_ynn_fusion_type": ""}
         sampler.decode_compiler_options = lambda rows: opts

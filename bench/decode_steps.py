@@ -21,7 +21,7 @@ from flax import nnx
 from timing import median_time  # bench/timing.py
 
 from findap_jax.generation import sampler
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import KVCache, Llama, get_preset
 
 CHUNK = 16
@@ -44,7 +44,7 @@ def main():
     ap.add_argument("--starts", default="0,4,8")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset("smollm2-135m")
     model = Llama(cfg, rngs=nnx.Rngs(0))
     layers = sampler.unrolled_layers(model)

@@ -18,7 +18,7 @@ from timing import median_time  # bench/timing.py (the script's folder is on sys
 from findap_jax import load_pretrained
 from findap_jax.checkpoints import save_pretrained
 from findap_jax.checkpoints.hub import cache_dir, smollm2_gguf
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
 
     import torch
     from transformers import AutoModelForCausalLM

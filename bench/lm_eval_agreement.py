@@ -22,7 +22,7 @@ from findap_jax import load_pretrained  # noqa: E402
 from findap_jax.checkpoints.hub import smollm2_gguf  # noqa: E402
 from findap_jax.eval.runner import run_task  # noqa: E402
 from findap_jax.eval.tasks import get_task, load_rows, resolve_files  # noqa: E402
-from findap_jax.host_malloc import reexec_with_huge_pages  # noqa: E402
+from findap_jax.host_malloc import reexec_with_host_malloc  # noqa: E402
 from tests.eval.lm_eval_ref import lm_eval_mc  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     task = get_task("fpb")
     rows = load_rows(task, limit=args.limit)
     gguf = smollm2_gguf()

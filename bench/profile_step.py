@@ -24,7 +24,7 @@ from flax import nnx
 from train_step import lm_batch  # bench/ is on sys.path when run as a script
 
 from findap_jax import defaults
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.optim import make_optimizer
 from findap_jax.train.step import init_state, make_train_step, split_model
@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--trace-dir", default="/tmp/findap_profile")
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     tc = defaults.train_config()
     tc.update(dict(loss=args.kind, steps=1000, warmup=0, schedule="constant", lr=1e-5))

@@ -39,7 +39,7 @@ from flax import nnx
 from timing import cpu_summary, interleaved_times, median_time
 
 from findap_jax import defaults
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
@@ -156,7 +156,7 @@ def main():
     ap.add_argument("--settle", type=int, default=1,
                     help="untimed steps before each timed one when the stacks alternate")
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     peak = measured_matmul_flops(dtype=args.dtype)
     # MFU counts the FLOPs the loss needs: the LM head only on the trained positions

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
-from findap_jax.host_malloc import reexec_with_huge_pages
+from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import get_preset
 from findap_jax.train.optim import make_optimizer
 
@@ -118,7 +118,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="smoke test: 2 layers, hidden 64, vocab 256, seq 64, "
                     "batch 2, 1 step")
     args = ap.parse_args()
-    reexec_with_huge_pages()   # 2 MB pages for XLA's big temporaries (findap_jax/host_malloc.py)
+    reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     if args.tiny:
         cfg = dataclasses.replace(cfg, **TINY)

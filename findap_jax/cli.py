@@ -185,11 +185,15 @@ def main(argv=None) -> int:
 
 
 def entry() -> int:
-    """The `findap-jax` command: first re-run with huge pages for large host allocations
-    (findap_jax/host_malloc.py; a no-op where they do not apply), then `main`."""
-    from findap_jax.host_malloc import reexec_with_huge_pages
+    """The `findap-jax` command: first re-run with jemalloc or huge pages for XLA's large
+    host allocations (findap_jax/host_malloc.py; a no-op where neither applies), then `main`."""
+    from findap_jax.host_malloc import reexec_with_host_malloc
 
-    reexec_with_huge_pages()
+    try:
+        reexec_with_host_malloc()
+    except (ValueError, RuntimeError) as e:
+        print(f"findap-jax: error: {e}", file=sys.stderr)
+        return 2
     return main()
 
 

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from findap_jax.host_malloc import reexec_with_huge_pages
+    from findap_jax.host_malloc import reexec_with_host_malloc
 
-    reexec_with_huge_pages()   # see findap_jax/host_malloc.py
+    reexec_with_host_malloc()   # see findap_jax/host_malloc.py
     sys.exit(main())

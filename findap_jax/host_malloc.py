@@ -1,25 +1,38 @@
-"""Transparent huge pages for large host allocations (Linux, glibc >= 2.35).
+"""The host allocator for XLA:CPU's per-run temporaries (Linux).
 
-XLA:CPU allocates an executable's temporaries as one buffer per run: 5.8 GB for a
+XLA:CPU allocates an executable's temporaries as one buffer per run: 3.8 GB for a
 SmolLM2-135M SFT step at batch 4 x 512. glibc maps anything that large afresh on every
-malloc and unmaps it on free, so each step faulted those gigabytes in 4 KB at a time:
-1.4M page faults and ~5 s of system CPU per ~16 s step on 2 cores. glibc's
-`glibc.malloc.hugetlb=1` tunable asks the kernel for 2 MB pages on those mappings
-(where transparent huge pages are in `madvise` mode, as here): ~3K faults per step, and
-the step took 13.3-14.7 s instead of 15.3-17.6 s (bench/train_step.py shapes, A/B runs).
-Keeping freed memory instead (one arena, no mmap, no trimming) gained as much but
-fragmented the heap: a process running two peers' DPO steps ran out of 24 GB.
+malloc and unmaps it on free, so every step faults those gigabytes in again. Entry points
+pick a remedy when they start (`reexec_with_host_malloc` re-runs the process once with the
+environment set, since both are read at process start):
 
-The tunable is read when the process starts, so entry points re-run themselves once with
-it set (`reexec_with_huge_pages`, before any heavy import). `FINDAP_HOST_MALLOC=default`
-opts out; so does setting GLIBC_TUNABLES yourself with any hugetlb value.
+- `hugetlb`, the default: glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35,
+  transparent huge pages in `madvise` or `always` mode) faults the mappings in 2 MB pages:
+  ~3K faults per step instead of 1.4M (session 10: step 15.3-17.6 -> 13.3-14.7 s). Memory
+  still goes back on free: 1-1.3 s of system CPU per step remain, and on a VM with
+  free-page reporting a step that follows seconds of other work re-faults it from the host
+  (9-12 s of system CPU measured here after a torch step).
+- `jemalloc`, opt-in, where the system has it (Debian/Ubuntu `apt install libjemalloc2`,
+  conda `jemalloc`): preloaded with purging off, it keeps freed memory mapped and hands the
+  same pages to the next step, so steps after the first fault nothing (0.05-0.1 s of system
+  CPU per step). Not the default: the process keeps every arena's peak, and one of two
+  runs peaked at 9.9 GB of resident memory where glibc peaked at 6.0 (see README Results).
+Keeping freed memory with glibc instead (one arena, no mmap, no trimming) gained as much as
+huge pages but fragmented the heap: a process running two peers' DPO steps ran out of 24 GB.
+
+`FINDAP_HOST_MALLOC`: `hugetlb` (or unset), `jemalloc` (an error if it is not found), or
+`default` (leave the process as it is). Setting LD_PRELOAD to a jemalloc or GLIBC_TUNABLES
+with a hugetlb value yourself also leaves it as it is; MALLOC_CONF, if set, is yours and kept.
 """
 from __future__ import annotations
 
+import ctypes.util
 import os
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"   # never purge: freed pages stay mapped
+MODES = ("hugetlb", "jemalloc", "default")
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -32,25 +45,53 @@ def _glibc_version() -> tuple[int, int]:
         return (0, 0)
 
 
-def huge_pages_env(env: dict[str, str]) -> dict[str, str] | None:
-    """The environment to re-run with, or None where nothing would change."""
-    tunables = env.get("GLIBC_TUNABLES", "")
-    if (not sys.platform.startswith("linux") or env.get("FINDAP_HOST_MALLOC") == "default"
-            or "glibc.malloc.hugetlb" in tunables or _glibc_version() < (2, 35)):
-        return None
+def find_jemalloc() -> str | None:
+    """jemalloc's shared library: in this Python's prefix (conda, venvs over it), else by
+    the system's library search (ldconfig)."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        path = os.path.join(prefix, "lib", "libjemalloc.so.2")
+        if os.path.exists(path):
+            return path
+    return ctypes.util.find_library("jemalloc")
+
+
+def _huge_pages_apply() -> bool:
+    if _glibc_version() < (2, 35):
+        return False
     try:
         with open(_THP) as f:
-            if "[never]" in f.read():
-                return None
+            return "[never]" not in f.read()
     except OSError:
+        return False
+
+
+def host_malloc_env(env: dict[str, str], jemalloc: str | None = None) -> dict[str, str] | None:
+    """The environment to re-run with, or None where nothing would change. `jemalloc`: the
+    library to preload (default: `find_jemalloc()`)."""
+    mode = env.get("FINDAP_HOST_MALLOC") or "hugetlb"
+    if mode not in MODES:
+        raise ValueError(f"FINDAP_HOST_MALLOC={mode!r}: choose one of {', '.join(MODES)}")
+    tunables, preload = env.get("GLIBC_TUNABLES", ""), env.get("LD_PRELOAD", "")
+    if (mode == "default" or not sys.platform.startswith("linux") or "jemalloc" in preload
+            or "glibc.malloc.hugetlb" in tunables):
+        return None
+    if mode == "jemalloc":
+        jemalloc = jemalloc or find_jemalloc()
+        if not jemalloc:
+            raise RuntimeError("FINDAP_HOST_MALLOC=jemalloc, but no libjemalloc.so.2 was found "
+                               "(apt install libjemalloc2, or conda install jemalloc)")
+        return {**env, "LD_PRELOAD": ":".join(p for p in (jemalloc, preload) if p),
+                "MALLOC_CONF": env.get("MALLOC_CONF") or JEMALLOC_CONF}
+    if not _huge_pages_apply():
         return None
     return {**env, "GLIBC_TUNABLES": ":".join(t for t in (tunables, TUNABLE) if t)}
 
 
-def reexec_with_huge_pages() -> None:
-    """Replace this process by the same command with the tunable set (returns where the
-    tunable is already set or does not apply). Call first thing in a `__main__` entry."""
-    env = huge_pages_env(dict(os.environ))
+def reexec_with_host_malloc() -> None:
+    """Replace this process by the same command with the allocator environment set
+    (returns where it is already set or nothing applies). Call first thing in a `__main__`
+    entry, before any heavy import."""
+    env = host_malloc_env(dict(os.environ))
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()
