@@ -21,8 +21,9 @@ FLOPs of the trained positions only, for both. The two stacks' steps alternate
 --settle untimed steps and one timed step), so a drift in the machine's speed hits both
 alike, while the timed step runs right after one of its own, as in a training job (the
 first step after the other stack re-faults freed memory; see `interleaved_times`); the
-ratio is also printed as the median of the per-round ratios. `--interleave auto` does that for the SFT/CPT step only: both stacks'
-DPO steps held at once exceed a 24 GB machine (out of memory), so they run one after the other.
+ratio is also printed as the median of the per-round ratios. `--interleave auto` does that
+for the SFT/CPT step only: both stacks' DPO steps held at once exceed a 24 GB machine (out
+of memory), so they run one after the other.
 """
 from __future__ import annotations
 

@@ -23,12 +23,14 @@ huge pages but fragmented the heap: a process running two peers' DPO steps ran o
 `FINDAP_HOST_MALLOC`: `hugetlb` (or unset), `jemalloc` (an error if it is not found), or
 `default` (leave the process as it is). Setting LD_PRELOAD to a jemalloc or GLIBC_TUNABLES
 with a hugetlb value yourself also leaves it as it is; MALLOC_CONF, if set, is yours and kept.
+Child processes inherit the environment, and with it the allocator.
 """
 from __future__ import annotations
 
 import ctypes.util
 import os
 import sys
+import sysconfig
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"   # never purge: freed pages stay mapped
@@ -46,13 +48,24 @@ def _glibc_version() -> tuple[int, int]:
 
 
 def find_jemalloc() -> str | None:
-    """jemalloc's shared library: in this Python's prefix (conda, venvs over it), else by
-    the system's library search (ldconfig)."""
+    """The path of jemalloc's shared library: in this Python's prefix (conda, venvs over
+    it), else the file behind the name `ctypes.util.find_library` gives, looked up in the
+    loader's standard folders. A path, since LD_PRELOAD of a name the loader cannot find is
+    only a warning, and the process would run on glibc unnoticed. (Loading it here to ask
+    the loader fails: jemalloc needs static TLS that a running process has used up.)"""
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         path = os.path.join(prefix, "lib", "libjemalloc.so.2")
         if os.path.exists(path):
             return path
-    return ctypes.util.find_library("jemalloc")
+    name = ctypes.util.find_library("jemalloc")
+    if not name:
+        return None
+    arch = sysconfig.get_config_var("MULTIARCH") or ""
+    for folder in (f"/usr/lib/{arch}", f"/lib/{arch}", "/usr/local/lib", "/usr/lib64", "/lib64", "/usr/lib", "/lib"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def _huge_pages_apply() -> bool:
@@ -72,17 +85,16 @@ def host_malloc_env(env: dict[str, str], jemalloc: str | None = None) -> dict[st
     if mode not in MODES:
         raise ValueError(f"FINDAP_HOST_MALLOC={mode!r}: choose one of {', '.join(MODES)}")
     tunables, preload = env.get("GLIBC_TUNABLES", ""), env.get("LD_PRELOAD", "")
-    if (mode == "default" or not sys.platform.startswith("linux") or "jemalloc" in preload
-            or "glibc.malloc.hugetlb" in tunables):
+    if mode == "default" or not sys.platform.startswith("linux") or "jemalloc" in preload:
         return None
-    if mode == "jemalloc":
+    if mode == "jemalloc":   # even under a parent's hugetlb tunable: it does not touch jemalloc
         jemalloc = jemalloc or find_jemalloc()
         if not jemalloc:
             raise RuntimeError("FINDAP_HOST_MALLOC=jemalloc, but no libjemalloc.so.2 was found "
                                "(apt install libjemalloc2, or conda install jemalloc)")
         return {**env, "LD_PRELOAD": ":".join(p for p in (jemalloc, preload) if p),
                 "MALLOC_CONF": env.get("MALLOC_CONF") or JEMALLOC_CONF}
-    if not _huge_pages_apply():
+    if "glibc.malloc.hugetlb" in tunables or not _huge_pages_apply():
         return None
     return {**env, "GLIBC_TUNABLES": ":".join(t for t in (tunables, TUNABLE) if t)}
 

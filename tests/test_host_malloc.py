@@ -30,8 +30,12 @@ print(os.environ.get("LD_PRELOAD") or "-", os.environ.get("GLIBC_TUNABLES") or "
 """
 
 
+_OURS = ("FINDAP_HOST_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")
+
+
 def _probe(**env) -> tuple[str, str, int, int]:
-    out = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, **env},
+    base = {k: v for k, v in os.environ.items() if k not in _OURS}   # not this process's settings
+    out = subprocess.run([sys.executable, "-c", _PROBE], env={**base, **env},
                          capture_output=True, text=True, check=True).stdout.split()
     return out[0], out[1], int(out[2]), int(out[3])
 
@@ -46,6 +50,8 @@ def test_env_respects_opt_outs_and_rejects_unknown_modes():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
 def test_env_preloads_jemalloc_first_and_keeps_the_users_settings():
+    inherited = {"GLIBC_TUNABLES": TUNABLE, "FINDAP_HOST_MALLOC": "jemalloc"}   # a parent's default re-run
+    assert host_malloc_env(inherited, jemalloc="/x/libjemalloc.so.2")["LD_PRELOAD"] == "/x/libjemalloc.so.2"
     got = host_malloc_env({"LD_PRELOAD": "/opt/libfoo.so", "FINDAP_HOST_MALLOC": "jemalloc"},
                           jemalloc="/x/libjemalloc.so.2")
     assert got["LD_PRELOAD"] == "/x/libjemalloc.so.2:/opt/libfoo.so"
@@ -61,6 +67,8 @@ def test_asking_for_jemalloc_without_it_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(RuntimeError, match="no libjemalloc.so.2 was found .apt install libjemalloc2"):
         host_malloc_env({"FINDAP_HOST_MALLOC": "jemalloc"})
+    for key in ("GLIBC_TUNABLES", "LD_PRELOAD"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("FINDAP_HOST_MALLOC", "jemalloc")
     assert entry() == 2                                  # the command says so, no traceback
     assert "no libjemalloc.so.2 was found" in capsys.readouterr().err
@@ -91,7 +99,7 @@ def test_large_block_faults_in_huge_pages_under_the_tunable():
 @pytest.mark.skipif(not _JEMALLOC, reason="needs jemalloc on the system (apt install libjemalloc2)")
 def test_jemalloc_keeps_a_freed_block_mapped_for_the_next_one():
     preload, _, first, again = _probe(FINDAP_HOST_MALLOC="jemalloc")
-    assert "jemalloc" in preload
+    assert "jemalloc" in preload and os.path.isabs(preload.split(":")[0])
     assert first > 10_000          # the first touch faults the block in
     assert again < 1_000           # the same pages come back: what XLA's next step gets
     _, _, _, again = _probe(FINDAP_HOST_MALLOC="jemalloc", MALLOC_CONF="dirty_decay_ms:0,muzzy_decay_ms:0")

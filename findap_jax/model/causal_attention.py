@@ -1,11 +1,12 @@
 """Causal self-attention by query blocks, with its own backward pass (flash-attention style).
 
 Why: left to autodiff, blocked attention saves each query block's [G*Tb, S] scores and
-probabilities and a slice of the keys and values per block, and the layer scan stacks all of
-it for every layer (~50 of the 80 MB a SmolLM2-135M layer saved at 4 x 512: zero-filled
-[L, ...] buffers, a copy in, a copy out). Here only q, k, v, the output and one log-sum-exp
-per query row are saved; the backward pass recomputes each block's probabilities from them,
-which costs one more q.k matmul per block (~1.5% of a SmolLM2 step's FLOPs).
+probabilities and a slice of the keys and values per block, and the layer scan stacks all
+of it for every layer (zero-filled [L, ...] buffers, a copy in, a copy out; a SmolLM2-135M
+layer's saved tensors at 4 x 512: 93 MB, 54 with this). Here only q, k, v, the output and
+one softmax normaliser per query row (its max and log-sum) are saved; the backward pass
+recomputes each block's probabilities from them, which costs one more q.k matmul per block
+(~1.5% of a SmolLM2 step's FLOPs).
 
 Layout as in `layers._attend_block`: the query groups of a kv head are stacked along the
 query axis, so every product is a plain [G*Tb, D] x [D, S] (or its transposes) per (row,
@@ -37,13 +38,13 @@ def _ungrouped(x, t):
 
 
 def _scores(qh, kh, mask, d):
-    """Masked fp32 scores [B, kv, G*Tb, S] of grouped queries against keys [B, kv, S, D];
-    mask [B, Tb, S] is shared by a row's G query heads."""
+    """(masked fp32 scores [B, kv, G*Tb, S] of grouped queries against keys [B, kv, S, D],
+    the mask broadcast to them); mask [B, Tb, S] is shared by a row's G query heads."""
     b, kv, gt, _ = qh.shape
     s = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(d)
     g = gt // mask.shape[1]
     m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, gt, -1)
-    return jnp.where(m, s, MASK_VALUE)
+    return jnp.where(m, s, MASK_VALUE), m
 
 
 def _spans(t, block):
@@ -51,46 +52,55 @@ def _spans(t, block):
 
 
 def _forward(q, k, v, mask, block):
-    """(out [B, T, H, D], per-block log-sum-exp [B, kv, G*Tb]) over the query blocks."""
+    """(out [B, T, H, D], per-block (row max, log row sum) [B, kv, G*Tb, 1] each) over the
+    query blocks. The two are kept apart: a row that sees no key has max = MASK_VALUE, and
+    MASK_VALUE + log(sum) rounds back to MASK_VALUE in fp32, losing the uniform softmax
+    the forward pass gave that row."""
     t, d, kv = q.shape[1], q.shape[3], k.shape[2]
     kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
     outs, lses = [], []
     for start, end in _spans(t, block):
-        s = _scores(_grouped(q[:, start:end], kv), kh[:, :, :end], mask[:, start:end, :end], d)
+        s, _ = _scores(_grouped(q[:, start:end], kv), kh[:, :, :end], mask[:, start:end, :end], d)
         top = s.max(-1, keepdims=True)
         p = jnp.exp(s - top)
         total = p.sum(-1, keepdims=True)
         # unnormalised probabilities through the value matmul; divide the [G*Tb, D] output
         o = jnp.einsum("bkqs,bkds->bkqd", p.astype(v.dtype), vt[..., :end], preferred_element_type=jnp.float32)
         outs.append(_ungrouped((o / total).astype(v.dtype), end - start))
-        lses.append((top + jnp.log(total))[..., 0])
+        lses.append((top, jnp.log(total)))
     return jnp.concatenate(outs, axis=1), lses
 
 
 def _backward(q, k, v, mask, out, lses, dout, block):
-    """dq, dk, dv from the saved inputs, output and log-sum-exps: per block, p is rebuilt as
-    exp(s - lse), then dv = p^T do, dp = do v^T, ds = p (dp - rowsum(do * out)),
-    dq = ds k / sqrt(D), dk = ds^T q / sqrt(D); dk and dv accumulate over blocks in fp32."""
+    """dq, dk, dv from the saved inputs, output and row statistics: per block, p is rebuilt as
+    exp(s - max - log sum), then dv = p^T do, dp = do v^T, ds = p (dp - rowsum(do * out)),
+    zero where masked (as autodiff through the mask gives), dq = ds k / sqrt(D),
+    dk = ds^T q / sqrt(D); dk and dv accumulate over blocks in fp32."""
     b, t, _, d = q.shape
     kv, dt = k.shape[2], v.dtype
     kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
     dk = jnp.zeros(kh.shape, jnp.float32)
     dv = jnp.zeros(kh.shape, jnp.float32)
     dqs = []
-    for (start, end), lse in zip(_spans(t, block), lses):
+    for (start, end), (top, log_total) in zip(_spans(t, block), lses):
         qh, doh = _grouped(q[:, start:end], kv), _grouped(dout[:, start:end].astype(dt), kv)
         oh = _grouped(out[:, start:end], kv)
-        p = jnp.exp(_scores(qh, kh[:, :, :end], mask[:, start:end, :end], d) - lse[..., None])
+        s, m = _scores(qh, kh[:, :, :end], mask[:, start:end, :end], d)
+        p = jnp.exp(s - top - log_total)
         delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), -1, keepdims=True)
-        dv = dv.at[:, :, :end].add(jnp.einsum("bkqs,bkqd->bksd", p.astype(dt), doh,
-                                              preferred_element_type=jnp.float32))
+        dv = _add_prefix(dv, jnp.einsum("bkqs,bkqd->bksd", p.astype(dt), doh, preferred_element_type=jnp.float32))
         dp = jnp.einsum("bkqd,bkds->bkqs", doh, vt[..., :end], preferred_element_type=jnp.float32)
-        ds = (p * (dp - delta) / math.sqrt(d)).astype(dt)
+        ds = jnp.where(m, p * (dp - delta) / math.sqrt(d), 0.0).astype(dt)
         dqs.append(_ungrouped(jnp.einsum("bkqs,bksd->bkqd", ds, kh[:, :, :end],
                                          preferred_element_type=jnp.float32).astype(q.dtype), end - start))
-        dk = dk.at[:, :, :end].add(jnp.einsum("bkqs,bkqd->bksd", ds, qh, preferred_element_type=jnp.float32))
+        dk = _add_prefix(dk, jnp.einsum("bkqs,bkqd->bksd", ds, qh, preferred_element_type=jnp.float32))
     return (jnp.concatenate(dqs, axis=1), dk.transpose(0, 2, 1, 3).astype(k.dtype),
             dv.transpose(0, 2, 1, 3).astype(v.dtype))
+
+
+def _add_prefix(acc, x):
+    """acc[:, :, :n] += x (n = x's key length), as a slice and an in-place update, not a scatter."""
+    return jax.lax.dynamic_update_slice(acc, acc[:, :, :x.shape[2]] + x, (0, 0, 0, 0))
 
 
 def _rows(fn, per_row, *arrays):
@@ -98,14 +108,16 @@ def _rows(fn, per_row, *arrays):
     then stay in cache on a single CPU device)."""
     if not per_row or arrays[0].shape[0] == 1:
         return fn(*arrays)
-    res = jax.lax.map(lambda xs: fn(*(a[None] for a in xs)), arrays)
+    res = jax.lax.map(lambda xs: fn(*jax.tree.map(lambda a: a[None], xs)), arrays)
     return jax.tree.map(lambda x: x[:, 0], res)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def causal_attend(q, k, v, mask, block: int = 128, per_row: bool = False):
     """Causal grouped-query self-attention. q [B,T,H,D], k/v [B,T,K,D], mask [B,T,T] bool
-    (causal, and packed documents / padding); query i must see no key j > i."""
+    (causal, and packed documents / padding); query i must see no key j > i. A row that
+    sees no key gets the mean of the values up to its block's end (the model's masks
+    always include the diagonal, so none does there)."""
     return _rows(lambda *a: _forward(*a, block)[0], per_row, q, k, v, mask)
 
 
@@ -116,8 +128,8 @@ def _causal_attend_fwd(q, k, v, mask, block, per_row):
 
 def _causal_attend_bwd(block, per_row, res, dout):
     q, k, v, mask, out, lses = res
-    dq, dk, dv = _rows(lambda q, k, v, m, o, d, *ls: _backward(q, k, v, m, o, list(ls), d, block),
-                       per_row, q, k, v, mask, out, dout, *lses)
+    dq, dk, dv = _rows(lambda q, k, v, m, o, d, ls: _backward(q, k, v, m, o, ls, d, block),
+                       per_row, q, k, v, mask, out, dout, lses)
     return dq, dk, dv, None
 
 

@@ -21,6 +21,7 @@ from findap_jax.model.config import LlamaConfig
 from findap_jax.model.splash import Segments, splash_attend
 from findap_jax.parallel.sharding import constrain
 
+
 def param(rngs: nnx.Rngs, shape, axes, param_dtype, std: float | None = 0.02) -> nnx.Param:
     """A parameter with logical axes; std=None means ones (norm scales)."""
     if std is None:
@@ -241,7 +242,9 @@ def attend(q, k, v, mask, causal: bool = False, block: int = 128, impl: str = "x
         raise ValueError(f"unknown attention impl {impl!r}; choose one of {ATTENTION_IMPLS}")
     if not causal or k.shape[1] != q.shape[1]:
         return _attend_block(q, k, v, mask)
-    return causal_attend(q, k, v, mask, block, rows_one_at_a_time() if per_row is None else per_row)
+    if per_row is None:
+        per_row = rows_one_at_a_time()
+    return causal_attend(q, k, v, mask, block, per_row and q.shape[1] > block)   # one block: batched
 
 
 def to_cache_layout(k, v):

@@ -81,7 +81,8 @@ def test_model_with_splash_keeps_logits_and_decodes_on_the_xla_path():
 
 def test_sharded_splash_equals_single_device():
     """fsdp=4 x tensor=2 on 8 virtual devices: rows split 4 ways, the 4 q / 2 kv heads 2 ways;
-    logits, and the weight gradients of a probe loss over 82K logits (atol 1e-4)."""
+    logits, and the weight gradients of a probe loss over 82K logits (atol 1e-4, rtol 1e-5:
+    those gradients reach ~100, where fp32 sums in another order differ by ~1e-6 relative)."""
     cfg, ids, segs = _model_case()
     probe = _rand(5, 8, 40, cfg.vocab_size)
 
@@ -98,4 +99,4 @@ def test_sharded_splash_equals_single_device():
         grads = nnx.jit(nnx.grad(loss))(model, ids, segs)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_g)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-5)
