@@ -8,7 +8,7 @@ one softmax normaliser per query row (its max and log-sum) are saved; the backwa
 recomputes each block's probabilities from them, which costs one more q.k matmul per block
 (~1.5% of a SmolLM2 step's FLOPs).
 
-Layout as in `layers._attend_block`: the query groups of a kv head are stacked along the
+Layout (`grouped`, shared with `layers`): the query groups of a kv head are stacked along the
 query axis, so every product is a plain [G*Tb, D] x [D, S] (or its transposes) per (row,
 kv head); queries go in blocks of `block` against the keys up to the block's end, which
 skips the masked upper triangle.
@@ -25,26 +25,44 @@ import numpy as np
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
-def _grouped(x, kv):
+def grouped(x, kv):
     """[B, Tb, H, D] -> [B, kv, G*Tb, D] (the G query heads of a kv head stacked along rows)."""
     b, t, h, d = x.shape
     return x.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, (h // kv) * t, d)
 
 
-def _ungrouped(x, t):
+def ungrouped(x, t):
     """[B, kv, G*Tb, D] -> [B, Tb, H, D]."""
     b, kv, gt, d = x.shape
     return x.reshape(b, kv, gt // t, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, kv * (gt // t), d)
 
 
+def grouped_mask(mask, g):
+    """mask [B, Tb, S] -> [B, 1, G*Tb, S], the rows of `grouped` queries (shared by a kv head's G heads)."""
+    b, t = mask.shape[:2]
+    return jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
+
+
 def _scores(qh, kh, mask, d):
     """(masked fp32 scores [B, kv, G*Tb, S] of grouped queries against keys [B, kv, S, D],
     the mask broadcast to them); mask [B, Tb, S] is shared by a row's G query heads."""
-    b, kv, gt, _ = qh.shape
     s = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(d)
-    g = gt // mask.shape[1]
-    m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, gt, -1)
+    m = grouped_mask(mask, qh.shape[2] // mask.shape[1])
     return jnp.where(m, s, MASK_VALUE), m
+
+
+def attend_grouped(qh, kh, vt, mask):
+    """Grouped queries [B, kv, G*Tb, D] against keys [B, kv, S, D] and transposed values
+    [B, kv, D, S], mask [B, Tb, S] -> (out [B, kv, G*Tb, D] in the values' dtype, row max,
+    log row sum [B, kv, G*Tb, 1]). Probabilities stay unnormalised through the value matmul
+    (both operands contract their minor axis); the [G*Tb, D] output is divided by the row
+    sums instead of the [G*Tb, S] scores. Differentiable as it is (the max is a constant)."""
+    s, _ = _scores(qh, kh, mask, qh.shape[-1])
+    top = jax.lax.stop_gradient(s.max(-1, keepdims=True))
+    p = jnp.exp(s - top)
+    total = p.sum(-1, keepdims=True)
+    o = jnp.einsum("bkqs,bkds->bkqd", p.astype(vt.dtype), vt, preferred_element_type=jnp.float32)
+    return (o / total).astype(vt.dtype), top, jnp.log(total)
 
 
 def _spans(t, block):
@@ -56,18 +74,14 @@ def _forward(q, k, v, mask, block):
     query blocks. The two are kept apart: a row that sees no key has max = MASK_VALUE, and
     MASK_VALUE + log(sum) rounds back to MASK_VALUE in fp32, losing the uniform softmax
     the forward pass gave that row."""
-    t, d, kv = q.shape[1], q.shape[3], k.shape[2]
+    t, kv = q.shape[1], k.shape[2]
     kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
     outs, lses = [], []
     for start, end in _spans(t, block):
-        s, _ = _scores(_grouped(q[:, start:end], kv), kh[:, :, :end], mask[:, start:end, :end], d)
-        top = s.max(-1, keepdims=True)
-        p = jnp.exp(s - top)
-        total = p.sum(-1, keepdims=True)
-        # unnormalised probabilities through the value matmul; divide the [G*Tb, D] output
-        o = jnp.einsum("bkqs,bkds->bkqd", p.astype(v.dtype), vt[..., :end], preferred_element_type=jnp.float32)
-        outs.append(_ungrouped((o / total).astype(v.dtype), end - start))
-        lses.append((top, jnp.log(total)))
+        o, top, log_total = attend_grouped(grouped(q[:, start:end], kv), kh[:, :, :end], vt[..., :end],
+                                           mask[:, start:end, :end])
+        outs.append(ungrouped(o, end - start))
+        lses.append((top, log_total))
     return jnp.concatenate(outs, axis=1), lses
 
 
@@ -83,15 +97,15 @@ def _backward(q, k, v, mask, out, lses, dout, block):
     dv = jnp.zeros(kh.shape, jnp.float32)
     dqs = []
     for (start, end), (top, log_total) in zip(_spans(t, block), lses):
-        qh, doh = _grouped(q[:, start:end], kv), _grouped(dout[:, start:end].astype(dt), kv)
-        oh = _grouped(out[:, start:end], kv)
+        qh, doh = grouped(q[:, start:end], kv), grouped(dout[:, start:end].astype(dt), kv)
+        oh = grouped(out[:, start:end], kv)
         s, m = _scores(qh, kh[:, :, :end], mask[:, start:end, :end], d)
         p = jnp.exp(s - top - log_total)
         delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), -1, keepdims=True)
         dv = _add_prefix(dv, jnp.einsum("bkqs,bkqd->bksd", p.astype(dt), doh, preferred_element_type=jnp.float32))
         dp = jnp.einsum("bkqd,bkds->bkqs", doh, vt[..., :end], preferred_element_type=jnp.float32)
         ds = jnp.where(m, p * (dp - delta) / math.sqrt(d), 0.0).astype(dt)
-        dqs.append(_ungrouped(jnp.einsum("bkqs,bksd->bkqd", ds, kh[:, :, :end],
+        dqs.append(ungrouped(jnp.einsum("bkqs,bksd->bkqd", ds, kh[:, :, :end],
                                          preferred_element_type=jnp.float32).astype(q.dtype), end - start))
         dk = _add_prefix(dk, jnp.einsum("bkqs,bkqd->bksd", ds, qh, preferred_element_type=jnp.float32))
     return (jnp.concatenate(dqs, axis=1), dk.transpose(0, 2, 1, 3).astype(k.dtype),

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from findap_jax.model.causal_attention import MASK_VALUE as _MASK_VALUE
-from findap_jax.model.causal_attention import causal_attend
+from findap_jax.model.causal_attention import attend_grouped, causal_attend, grouped, grouped_mask, ungrouped
 from findap_jax.model.config import LlamaConfig
 from findap_jax.model.splash import Segments, splash_attend
 from findap_jax.parallel.sharding import constrain
@@ -191,22 +191,10 @@ def attend_reference(q, k, v, mask):
 
 def _attend_block(q, k, v, mask):
     """q [B,T,H,D] against k/v [B,S,K,D] with the query groups of a kv head stacked
-    along the query axis: every score is a plain [G*T, S] matmul per (batch, kv head).
-    Probabilities stay unnormalised through the value matmul (values transposed so both
-    operands contract their minor axis); the [G*T, D] output is divided by the row sums
-    instead of the [G*T, S] scores."""
-    b, t, h, d = q.shape
-    kv = k.shape[2]
-    g = h // kv
-    qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
-    kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
-    scores = jnp.einsum("bkqd,bksd->bkqs", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(d)
-    m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
-    scores = jnp.where(m, scores, _MASK_VALUE)
-    p = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
-    out = jnp.einsum("bkqs,bkds->bkqd", p.astype(v.dtype), vt, preferred_element_type=jnp.float32)
-    out = (out / p.sum(-1, keepdims=True)).astype(v.dtype)
-    return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    along the query axis: every score is a plain [G*T, S] matmul per (batch, kv head)
+    (`causal_attention.attend_grouped`)."""
+    out, _, _ = attend_grouped(grouped(q, k.shape[2]), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1), mask)
+    return ungrouped(out, q.shape[1])
 
 
 def rows_one_at_a_time() -> bool:
@@ -297,9 +285,8 @@ def attend_cached(q, k, v, mask, impl: str = "xla", prefix=None):
         return attend(q, jnp.concatenate(keys, -1).transpose(0, 3, 1, 2),
                       jnp.concatenate(vals, 2).transpose(0, 2, 1, 3), jnp.concatenate(masks, -1), impl=impl)
     g = h // kv
-    qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
-    m = jnp.broadcast_to(mask[:, None, None], (b, 1, g) + mask.shape[1:]).reshape(b, 1, g * t, -1)
-    scores = jnp.where(m, _scores(qh, k, d), _MASK_VALUE)
+    qh = grouped(q, kv)
+    scores = jnp.where(grouped_mask(mask, g), _scores(qh, k, d), _MASK_VALUE)
     top = scores.max(-1, keepdims=True)
     if prefix is not None:
         pk, pv, pm = prefix_parts(prefix, t, b)
@@ -320,8 +307,7 @@ def attend_cached(q, k, v, mask, impl: str = "xla", prefix=None):
         out_pre = jnp.einsum(spec, p.astype(pv.dtype), pv, preferred_element_type=jnp.float32)
         out = out + (_rows_major(out_pre, b) if dense else out_pre)
         total = total + (_rows_major(p.sum(-1, keepdims=True), b) if dense else p.sum(-1, keepdims=True))
-    out = (out / total).astype(v.dtype)
-    return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    return ungrouped((out / total).astype(v.dtype), t)
 
 
 def _scores(q, keys, d):

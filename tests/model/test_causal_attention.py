@@ -61,6 +61,15 @@ def test_bf16_keeps_dtypes_and_tracks_fp32():
         np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * scale)
 
 
+def _autodiff_blocks(mask, block):
+    """The same query blocks left to autodiff (what causal_attend replaced)."""
+    def fn(q, k, v):
+        t = q.shape[1]
+        return jnp.concatenate([_attend_block(q[:, s:s + block], k[:, :s + block], v[:, :s + block],
+                                              mask[:, s:s + block, :s + block]) for s in range(0, t, block)], 1)
+    return fn
+
+
 def _residual_bytes(fn, *args):
     """Bytes the backward pass keeps: the leaves of jax.vjp's closure."""
     _, vjp = jax.vjp(fn, *args)
@@ -76,11 +85,7 @@ def test_backward_saves_no_scores():
     # (row, head, query)
     expected = 2 * q.nbytes + k.nbytes + v.nbytes + mask.nbytes + 2 * b * h * t * 4
     assert q.nbytes + k.nbytes + v.nbytes <= ours <= expected, (ours, expected)
-
-    def autodiff_blocks(q, k, v):   # the same blocks left to autodiff (what this replaced)
-        return jnp.concatenate([_attend_block(q[:, s:s + block], k[:, :s + block], v[:, :s + block],
-                                              mask[:, s:s + block, :s + block]) for s in range(0, t, block)], 1)
-    assert _residual_bytes(autodiff_blocks, q, k, v) > 3 * ours
+    assert _residual_bytes(_autodiff_blocks(mask, block), q, k, v) > 3 * ours
 
 
 def test_a_row_that_sees_no_key_matches_autodiff_of_the_blocks():
@@ -93,10 +98,7 @@ def test_a_row_that_sees_no_key_matches_autodiff_of_the_blocks():
     mask[1, 40, :] = False    # last block
     mask = jnp.asarray(mask)
     probe = _rand(3, b, t, 4, 8)
-
-    def autodiff_blocks(q, k, v):
-        return jnp.concatenate([_attend_block(q[:, s:s + block], k[:, :s + block], v[:, :s + block],
-                                              mask[:, s:s + block, :s + block]) for s in range(0, t, block)], 1)
+    autodiff_blocks = _autodiff_blocks(mask, block)
     ours = lambda q, k, v: causal_attend(q, k, v, mask, block, False)  # noqa: E731
     np.testing.assert_allclose(ours(q, k, v), autodiff_blocks(q, k, v), atol=1e-5)
     for name, a, b_ in zip("qkv", _grads(ours, q, k, v, probe), _grads(autodiff_blocks, q, k, v, probe)):
