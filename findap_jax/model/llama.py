@@ -12,6 +12,8 @@ weight buffers that `hidden_states(..., layers=...)` runs in an unrolled loop in
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
@@ -21,6 +23,12 @@ from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cac
                                      rope_inv_freq)
 from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
+
+def project_head(w, x, transpose: bool, dtype):
+    """x [..., E] in `dtype` times the head weight (tied embedding [V, E] used as is, no
+    transposed copy, when `transpose`) -> float32 logits [..., V]."""
+    return matmul(x.astype(dtype), w, transpose, jnp.float32)
+
 
 REMAT_POLICIES = {
     "none": None,
@@ -114,10 +122,16 @@ class Llama(nnx.Module):
 
     def head(self, x):
         """Output projection of final hidden states [..., E] -> float32 logits [..., V]."""
-        x = x.astype(self.dtype)
-        if self.cfg.tie_word_embeddings:   # embed [V, E], used as is (no transposed copy)
-            return matmul(x, self.embed[...], True, jnp.float32)
-        return matmul(x, self.lm_head[...], False, jnp.float32)
+        return self.head_fn()(self.head_weight(), x)
+
+    def head_weight(self) -> jax.Array:
+        """The output projection's weight: the embedding [V, E] when tied, else lm_head [E, V]."""
+        return self.embed[...] if self.cfg.tie_word_embeddings else self.lm_head[...]
+
+    def head_fn(self):
+        """The head as a pure function (weight, x) -> fp32 logits, holding no parameters,
+        for code that differentiates the weight itself (losses.head_chunk_stats)."""
+        return functools.partial(project_head, transpose=self.cfg.tie_word_embeddings, dtype=self.dtype)
 
     def unstack_layers(self) -> list:
         """Per-layer weight states (copies) for `hidden_states(..., layers=...)`."""

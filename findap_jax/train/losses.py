@@ -7,6 +7,8 @@ beta is applied exactly once (an old JAX DPO applied it twice).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -56,19 +58,20 @@ def chunked_token_stats(hidden, head, targets, chunk: int, mean: bool = False) -
     return {key: v.swapaxes(0, 1).reshape(b, n + pad)[:, :n] for key, v in out.items()}
 
 
-def weighted_token_stats(hidden, head, targets, weights, chunk: int, mean: bool = False,
+def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int, mean: bool = False,
                          groups: int = 1, remat: bool = False) -> dict:
-    """token_stats of head(hidden) where weights != 0, zeros elsewhere, with the head
-    applied only to chunks that hold a weighted position. SFT and DPO rows train on answers
-    only (about 40% of the positions of the bundled instruction mixture), and the head is
-    a fifth of a SmolLM2 step's FLOPs, so the prompt positions' logits are worth skipping.
+    """token_stats of head(head_params, hidden) where weights != 0, zeros elsewhere, with
+    the head applied only to chunks that hold a weighted position. SFT and DPO rows train
+    on answers only (about 40% of the positions of the bundled instruction mixture), and
+    the head is a fifth of a SmolLM2 step's FLOPs, so the prompt positions' logits are
+    worth skipping.
 
     The rows are split into `groups` blocks (one per batch shard, so nothing moves between
     devices); within each block a stable sort moves the weighted positions to the front,
-    the head + token_stats run `chunk` positions per block at a time under a lax.cond that
-    skips chunks with no weighted position in any block, and the stats go back to their
-    positions. `remat` recomputes each chunk's logits in the backward pass (the memory
-    of chunked_token_stats) instead of keeping them."""
+    the head + token_stats run `chunk` positions per block at a time (`head_chunk_stats`),
+    skipping chunks with no weighted position in any block, and the stats go back to their
+    positions. `remat` recomputes each chunk's logits in the backward pass instead of
+    keeping them. `head` is a pure function head(params, x [..., E]) -> fp32 logits."""
     b, n = targets.shape
     if b % groups:
         raise ValueError(f"{b} rows do not split into {groups} batch groups")
@@ -86,25 +89,83 @@ def weighted_token_stats(hidden, head, targets, weights, chunk: int, mean: bool 
         t, live = jnp.pad(t, ((0, 0), (0, pad))), jnp.pad(live, ((0, 0), (0, pad)))
     k = (m + pad) // chunk
     xs = tuple(x.reshape(groups, k, chunk, *x.shape[2:]).swapaxes(0, 1) for x in (h, t, live))
-
-    def compute(hc, tc):
-        return token_stats(head(hc), tc, mean)
-
-    if remat:
-        compute = jax.checkpoint(compute)
-    shapes = jax.eval_shape(compute, xs[0][0], xs[1][0])
-
-    def skip(hc, tc):
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def one(args):
-        hc, tc, lc = args
-        return jax.lax.cond(jnp.any(lc), compute, skip, hc, tc)
-
-    out = jax.lax.map(one, xs)
+    out = head_chunk_stats(head, mean, remat, head_params, *xs)
     back = jnp.argsort(order, axis=1)   # the inverse permutation
     unsort = lambda v: jnp.take_along_axis(v.swapaxes(0, 1).reshape(groups, m + pad)[:, :m], back, axis=1)  # noqa: E731
     return {key: jnp.where(weights != 0, unsort(v).reshape(b, n), 0.0) for key, v in out.items()}
+
+
+def _chunk_stats(head, mean, params, hc, tc):
+    logits = head(params, hc)
+    return token_stats(logits, tc, mean), logits
+
+
+def _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits):
+    """token_stats per chunk [k, ...] (and the chunks' logits when `keep_logits`), zeros
+    for chunks without a live position, whose head never runs."""
+    shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean), params, hs[0], ts[0])
+    if not keep_logits:
+        shapes = shapes[0]
+    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+
+    def one(args):
+        hc, tc, lc = args
+
+        def compute():
+            stats, logits = _chunk_stats(head, mean, params, hc, tc)
+            return (stats, logits) if keep_logits else stats
+        return jax.lax.cond(jnp.any(lc), compute, zeros)
+
+    return jax.lax.map(one, (hs, ts, lives))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def head_chunk_stats(head, mean, remat, params, hs, ts, lives):
+    """token_stats of head(params, hs[i]) for each chunk i ([k, ..., E] -> [k, ...]), zeros
+    where a chunk holds no live position. Its own backward pass, because autodiff of a
+    `lax.cond` inside the chunk loop saved the head weight as a per-chunk residual: a
+    [chunks, V, E] stack (906 MB and ~0.6 s of copies per SmolLM2 step at 4 x 512). Here
+    the forward keeps only each chunk's logits (or nothing, with `remat`), the backward
+    runs dlogits = p (dlse - dlogp - dmean) + onehot dlogp + dmean / V per live chunk and
+    accumulates the head's parameter gradient."""
+    return _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=False)
+
+
+def _head_chunk_stats_fwd(head, mean, remat, params, hs, ts, lives):
+    if remat:
+        stats, logits = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=False), None
+    else:
+        stats, logits = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=True)
+    return stats, (params, hs, ts, lives, stats["lse"], logits)
+
+
+def _head_chunk_stats_bwd(head, mean, remat, res, ct):
+    params, hs, ts, lives, lse, logits = res
+    d_logp, d_lse = ct["logp"], ct["lse"]   # "correct" is a comparison: no gradient
+    d_mean = ct["mean_logp"] if mean else jnp.zeros_like(lse)
+
+    def one(dparams, args):
+        hc, tc, lc, lse_c, dl, dz, dm, logits_c = args
+
+        def live(dparams):
+            lg = head(params, hc) if logits_c is None else logits_c
+            vocab = lg.shape[-1]
+            p = jnp.exp(lg - lse_c[..., None])
+            hit = jax.lax.broadcasted_iota(jnp.int32, lg.shape, lg.ndim - 1) == tc[..., None]
+            dlogits = (p * (dz - dl - dm)[..., None] + jnp.where(hit, dl[..., None], 0.0)
+                       + (dm / vocab)[..., None])
+            _, vjp = jax.vjp(head, params, hc)
+            dp, dh = vjp(dlogits)
+            return jax.tree.map(jnp.add, dparams, dp), dh
+
+        return jax.lax.cond(jnp.any(lc), live, lambda dp: (dp, jnp.zeros_like(hc)), dparams)
+
+    dparams0 = jax.tree.map(jnp.zeros_like, params)
+    dparams, dhs = jax.lax.scan(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, logits))
+    return dparams, dhs, None, None
+
+
+head_chunk_stats.defvjp(_head_chunk_stats_fwd, _head_chunk_stats_bwd)
 
 
 def token_logprobs(logits, targets):

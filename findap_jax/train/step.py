@@ -67,14 +67,17 @@ def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=Fal
     the head on weighted positions only, train.head_chunk per batch shard at a time, or
     on every position, train.ce_chunk per row at a time (0: all at once)."""
     h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids)
-    head = lambda x: constrain(model.head(x), ("batch", "length", "act_vocab"), model.rules)  # noqa: E731
+    project, rules = model.head_fn(), model.rules
+    head = lambda w, x: constrain(project(w, x), ("batch", "length", "act_vocab"), rules)  # noqa: E731
     ce_chunk, head_chunk = int(tc.ce_chunk), int(tc.head_chunk)
     if head_chunk <= 0:
-        return chunked_token_stats(h, head, targets, ce_chunk, mean)
+        w = model.head_weight()
+        return chunked_token_stats(h, lambda x: head(w, x), targets, ce_chunk, mean)
     groups = batch_shards(targets.shape[0], model.rules)
     rows = targets.shape[0] // groups
     chunk = ce_chunk * rows if ce_chunk > 0 else head_chunk
-    return weighted_token_stats(h, head, targets, weights, chunk, mean, groups, remat=ce_chunk > 0)
+    return weighted_token_stats(h, head, model.head_weight(), targets, weights, chunk, mean, groups,
+                                remat=ce_chunk > 0)
 
 
 def lm_loss(model, mb, norms, tc):

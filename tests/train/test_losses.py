@@ -182,7 +182,7 @@ def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, r
         return jnp.sum((s["logp"] + 0.1 * s["lse"] ** 2 - 0.3 * s["mean_logp"]) * wt), s
 
     whole = lambda h, w: token_stats(h @ w, t, mean=True)  # noqa: E731
-    part = lambda h, w: weighted_token_stats(h, lambda x: x @ w, t, wt, chunk, True, groups, remat)  # noqa: E731
+    part = lambda h, w: weighted_token_stats(h, lambda w, x: x @ w, w, t, wt, chunk, True, groups, remat)  # noqa: E731
     (l0, s0), g0 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, whole)
     (l1, s1), g1 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, part)
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
@@ -194,26 +194,52 @@ def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, r
 
 
 def test_weighted_token_stats_skip_chunks_without_weighted_positions():
-    """The head runs only on chunks that hold a weighted position: 5 weighted positions
-    spread over 4 rows of 16 are gathered into one chunk of 8; all-zero weights run none."""
+    """The head runs only on chunks that hold a weighted position, forward and backward:
+    5 weighted positions spread over 4 rows of 16 are gathered into one chunk of 8; all-zero
+    weights run none."""
     rng = np.random.default_rng(2)
     h = jnp.asarray(rng.normal(size=(4, 16, 8)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(8, 32)), jnp.float32)
     t = jnp.asarray(rng.integers(0, 32, (4, 16)))
     calls = []
 
-    def head(x):
+    def head(w, x):
         jax.debug.callback(lambda: calls.append(1))
         return x @ w
 
     wt = np.zeros((4, 16), np.float32)
     wt[[0, 1, 1, 3, 3], [2, 9, 15, 0, 7]] = 1
-    out = jax.jit(lambda wt: weighted_token_stats(h, head, t, wt, 8))(jnp.asarray(wt))
+    stats = lambda h, w, wt, remat=False: weighted_token_stats(h, head, w, t, wt, 8, remat=remat)  # noqa: E731
+    out = jax.jit(stats)(h, w, jnp.asarray(wt))
     jax.block_until_ready(out)
     assert len(calls) == 1
     np.testing.assert_allclose(out["logp"] * wt, token_stats(h @ w, t)["logp"] * wt, atol=1e-5)
+    for remat, runs in ((False, 2), (True, 3)):   # forward, [recomputed logits,] backward
+        calls.clear()
+        grads = jax.jit(jax.grad(lambda h, w: jnp.sum(stats(h, w, jnp.asarray(wt), remat)["logp"]), (0, 1)))(h, w)
+        jax.block_until_ready(grads)
+        assert len(calls) == runs, (remat, len(calls))
     calls.clear()
-    out = jax.jit(lambda wt: weighted_token_stats(h, head, t, wt, 8))(jnp.zeros((4, 16)))
+    out = jax.jit(stats)(h, w, jnp.zeros((4, 16)))
     assert len(calls) == 0 and float(jnp.abs(out["lse"]).sum()) == 0.0
     with pytest.raises(ValueError, match="3 batch groups"):
-        weighted_token_stats(h, head, t, wt, 8, groups=3)
+        weighted_token_stats(h, head, w, t, wt, 8, groups=3)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_weighted_token_stats_keep_one_head_weight_for_the_backward_pass(remat):
+    """What the backward pass keeps: the head weight once, the sorted hidden states, the
+    chunks' logits (none with remat) and small per-position arrays, not a copy of the
+    weight per chunk (what autodiff of the chunk loop's lax.cond saved)."""
+    rng = np.random.default_rng(3)
+    b, n, e, v, chunk = 2, 64, 16, 512, 16
+    h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(e, v)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, v, (b, n)))
+    wt = jnp.ones((b, n), jnp.float32)
+    fn = lambda h, w: weighted_token_stats(h, lambda w, x: x @ w, w, t, wt, chunk, remat=remat)["logp"]  # noqa: E731
+    _, vjp = jax.vjp(fn, h, w)
+    kept = sum(x.nbytes for x in jax.tree.leaves(vjp) if hasattr(x, "nbytes"))
+    logits = 0 if remat else b * n * v * 4
+    small = 64 * b * n   # targets, masks, orders, log-sums: a few words per position
+    assert w.nbytes + h.nbytes + logits <= kept <= w.nbytes + 2 * h.nbytes + logits + small, kept
