@@ -3,7 +3,7 @@
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
-                               [--kinds lm,dpo,dpo-pre] [--skip-torch] [--interleave auto|on|off]
+                               [--kinds lm,dpo,dpo-pre] [--skip-torch] [--interleave on|off]
                                [--settle 1]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
@@ -21,9 +21,9 @@ FLOPs of the trained positions only, for both. The two stacks' steps alternate
 --settle untimed steps and one timed step), so a drift in the machine's speed hits both
 alike, while the timed step runs right after one of its own, as in a training job (the
 first step after the other stack re-faults freed memory; see `interleaved_times`); the
-ratio is also printed as the median of the per-round ratios. `--interleave auto` does that
-for the SFT/CPT step only: both stacks' DPO steps held at once exceed a 24 GB machine (out
-of memory), so they run one after the other.
+ratio is also printed as the median of the per-round ratios. Both stacks' DPO steps held at
+once take ~11 GB here (session 17; before session 15's smaller residuals they exceeded a
+24 GB machine); `--interleave off` runs each stack's steps after the other's, for less memory.
 """
 from __future__ import annotations
 
@@ -59,13 +59,14 @@ def lm_batch(b, n, vocab, rng, weighted=1.0):
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
-def ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=512,
-         weighted=1.0, compiler_options=None):
-    """One step of ours as a callable (the state is donated and carried across calls)."""
+def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=None,
+               weighted=1.0, compiler_options=None):
+    """(jitted step, state, batch, extra args) of one of our train steps (the state is donated);
+    head_chunk None = the trainer's default."""
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
-                   head_chunk=head_chunk))
+                   head_chunk=tc.head_chunk if head_chunk is None else head_chunk))
     graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
                                                  param_dtype=jnp.dtype(param_dtype)))
     tx, sched = make_optimizer(tc)
@@ -85,6 +86,12 @@ def ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, he
         else:
             extra = (jax.tree.map(jnp.copy, params),)
         batch = jax.tree.map(jnp.asarray, batch)
+    return step, state, batch, extra
+
+
+def ours(cfg, kind, b, n, *args, **kw):
+    """One step of ours as a callable (the state is donated and carried across calls)."""
+    step, state, batch, extra = build_ours(cfg, kind, b, n, *args, **kw)
     holder = [state]
 
     def run():
@@ -152,8 +159,8 @@ def main():
                     help="fraction of each row trained on (SFT/DPO answers; 0.39 = the bundled findap_it)")
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
-    ap.add_argument("--interleave", default="auto", choices=["auto", "on", "off"],
-                    help="alternate the stacks' steps (auto: for lm; both DPO stacks at once exceed 24 GB)")
+    ap.add_argument("--interleave", default="on", choices=["on", "off"],
+                    help="alternate the stacks' steps (off: one stack after the other, half the memory)")
     ap.add_argument("--settle", type=int, default=1,
                     help="untimed steps before each timed one when the stacks alternate")
     args = ap.parse_args()
@@ -177,7 +184,7 @@ def main():
                                           ce_chunk=args.ce_chunk, head_chunk=args.head_chunk,
                                           weighted=args.weighted) for name, fn in impls}
         ratios = None
-        if args.interleave == "on" or (args.interleave == "auto" and kind == "lm"):
+        if args.interleave == "on":
             times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps,
                                               settle=args.settle)
         else:   # one stack after the other, each freed before the next is built
