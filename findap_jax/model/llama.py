@@ -24,6 +24,7 @@ from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cac
 from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
 
+
 def project_head(w, x, transpose: bool, dtype):
     """x [..., E] in `dtype` times the head weight (tied embedding [V, E] used as is, no
     transposed copy, when `transpose`) -> float32 logits [..., V]."""

@@ -132,10 +132,8 @@ def head_chunk_stats(head, mean, remat, params, hs, ts, lives):
 
 
 def _head_chunk_stats_fwd(head, mean, remat, params, hs, ts, lives):
-    if remat:
-        stats, logits = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=False), None
-    else:
-        stats, logits = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=True)
+    out = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=not remat)
+    stats, logits = (out, None) if remat else out
     return stats, (params, hs, ts, lives, stats["lse"], logits)
 
 
@@ -148,13 +146,13 @@ def _head_chunk_stats_bwd(head, mean, remat, res, ct):
         hc, tc, lc, lse_c, dl, dz, dm, logits_c = args
 
         def live(dparams):
-            lg = head(params, hc) if logits_c is None else logits_c
-            vocab = lg.shape[-1]
+            # with kept logits the vjp's own forward product is unused, and XLA drops it
+            recomputed, vjp = jax.vjp(head, params, hc)
+            lg = recomputed if logits_c is None else logits_c
             p = jnp.exp(lg - lse_c[..., None])
             hit = jax.lax.broadcasted_iota(jnp.int32, lg.shape, lg.ndim - 1) == tc[..., None]
             dlogits = (p * (dz - dl - dm)[..., None] + jnp.where(hit, dl[..., None], 0.0)
-                       + (dm / vocab)[..., None])
-            _, vjp = jax.vjp(head, params, hc)
+                       + (dm / lg.shape[-1])[..., None])
             dp, dh = vjp(dlogits)
             return jax.tree.map(jnp.add, dparams, dp), dh
 
