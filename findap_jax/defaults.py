@@ -62,6 +62,8 @@ def train_config() -> ml_collections.ConfigDict:
         beta=0.1,                 # DPO/IPO/RPO
         alpha=1.0,                # RPO: weight of the chosen NLL
         reference="live",         # live (frozen copy) or precomputed (log-prob pass first)
+        shared_prompt=True,       # DPO/IPO/RPO: a pair's prompt computed once, its answers as two
+                                  # branches of one row (train/shared_prompt.py); false with splash
         seed=0,
     ))
 

@@ -3,7 +3,9 @@
 Layers are stacked along a leading 'layers' axis and run with `jax.lax.scan`, so compile
 time does not grow with depth and remat applies per layer. `model(input_ids)` returns
 logits [batch, length, vocab]; packed rows pass `segment_ids` (0 = padding) and
-`positions`; decoding passes a `KVCache` and gets `(logits, new_cache)` back.
+`positions`; decoding passes a `KVCache` and gets `(logits, new_cache)` back. Rows that
+hold a prompt once and two answers after it (prompt-shared preference pairs,
+`train.shared_prompt`) pass `branch_ids` as well.
 
 Decoding on CPU is bound by reading the weights once per token, and slicing layer i out
 of the stacked weights inside a scan copies it first; `unstack_layers()` gives per-layer
@@ -140,13 +142,15 @@ class Llama(nnx.Module):
         return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.cfg.num_layers)]
 
     def hidden_states(self, input_ids, positions=None, segment_ids=None, cache: KVCache | None = None,
-                      layers=None, prefill: bool = False):
+                      layers=None, prefill: bool = False, branch_ids=None):
         """Final-normed hidden states [B, T, E] and the new cache (None without one); lets a
         caller apply the head to a few positions only (log-likelihood scoring). `layers`
         (from `unstack_layers`) runs the layers unrolled on those buffers; a cache must
         then be `per_layer`. `prefill=True` promises the cache is empty: attention then
         spans the new tokens only (not the whole cache length) and their keys/values are
-        written to the cache."""
+        written to the cache. `branch_ids` [B, T] (no cache): a token of branch n > 0 does
+        not see the earlier tokens of other branches, only branch 0's and its own, so a row
+        [prompt | answer 1 | answer 2] computes each answer as if it followed the prompt alone."""
         cfg, dt = self.cfg, self.dtype
         b, t = input_ids.shape
         if segment_ids is None:
@@ -158,6 +162,10 @@ class Llama(nnx.Module):
         inv_freq = rope_inv_freq(cfg)
 
         causal = cache is None or prefill
+        if branch_ids is not None and (cache is not None or self.attention == "splash"):
+            raise ValueError("branch_ids (prompt-shared preference rows) take a forward pass without a cache "
+                             "and a mask-based attention; splash builds its own mask: set "
+                             "train.shared_prompt=false with model.attention=splash")
         prefix = None
         if cache is not None and cache.prefix_k is not None:
             if prefill:
@@ -170,6 +178,8 @@ class Llama(nnx.Module):
                 idx = jnp.arange(t)
                 mask = (idx[None, :, None] >= idx[None, None, :]) & (
                     segment_ids[:, :, None] == segment_ids[:, None, :])
+                if branch_ids is not None:
+                    mask &= (branch_ids[:, None, :] == 0) | (branch_ids[:, :, None] == branch_ids[:, None, :])
             kv_in, cache_index = None, None
         if cache is not None:
             cache_index = cache.index

@@ -17,6 +17,7 @@ from flax import nnx
 
 from findap_jax.data.pipeline import make_iterator
 from findap_jax.files import read_json, write_text_atomic
+from findap_jax.train.shared_prompt import share_prompts
 from findap_jax.train.step import pair_logps
 
 
@@ -29,7 +30,9 @@ def pair_key(batch: dict, i: int) -> str:
     return h.hexdigest()
 
 
-def compute_table(model, data_cfg, shard: tuple[int, int]) -> dict[str, list[float]]:
+def compute_table(model, data_cfg, shard: tuple[int, int], shared_prompt: bool = False) -> dict[str, list[float]]:
+    """{pair key: [chosen, rejected] summed log-probs} over this host's pairs; with
+    `shared_prompt` each pair runs as one prompt-shared row (one pass, no other hosts)."""
     @nnx.jit
     def logps(m, b):
         c, r = pair_logps(m, b)
@@ -38,16 +41,18 @@ def compute_table(model, data_cfg, shard: tuple[int, int]) -> dict[str, list[flo
     table: dict[str, list[float]] = {}
     for batch in make_iterator(data_cfg, "train", num_epochs=1, shuffle=False, shard=shard,
                                drop_remainder=False):
-        c, r = jax.device_get(logps(model, jax.tree.map(jnp.asarray, batch)))
+        rows = share_prompts(batch) if shared_prompt else batch
+        c, r = jax.device_get(logps(model, jax.tree.map(jnp.asarray, rows)))
         for i in range(len(c)):
             table[pair_key(batch, i)] = [float(c[i]), float(r[i])]
     return table
 
 
-def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int]) -> dict[str, list[float]]:
+def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int],
+                    shared_prompt: bool = False) -> dict[str, list[float]]:
     if path.exists():
         return read_json(path)
-    table = compute_table(model, data_cfg, shard)
+    table = compute_table(model, data_cfg, shard, shared_prompt)
     write_text_atomic(path, json.dumps(table))
     return table
 

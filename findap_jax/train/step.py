@@ -20,6 +20,7 @@ from findap_jax import defaults
 from findap_jax.parallel.sharding import batch_shards, constrain
 from findap_jax.train.losses import (chunked_token_stats, cross_entropy_from_stats, per_document_sums,
                                      preference_loss, weighted_token_stats)
+from findap_jax.train.shared_prompt import pair_side
 
 LM_LOSSES = ("lm",)
 PREF_LOSSES = ("dpo", "ipo", "rpo")
@@ -52,8 +53,8 @@ def normalizers(batch, kind: str) -> dict:
     if kind in LM_LOSSES:
         w = batch["loss_weights"].astype(jnp.float32)
         return {"tokens": jnp.sum(w)}
-    return {"pairs": jnp.asarray(batch["chosen_input_tokens"].shape[0], jnp.float32),
-            "chosen_tokens": jnp.sum(batch["chosen_loss_weights"].astype(jnp.float32))}
+    w = pair_side(batch, "chosen", "loss_weights")
+    return {"pairs": jnp.asarray(w.shape[0], jnp.float32), "chosen_tokens": jnp.sum(w.astype(jnp.float32))}
 
 
 def _sequence_count(batch):
@@ -62,11 +63,11 @@ def _sequence_count(batch):
     return jnp.sum(per > 0).astype(jnp.float32)
 
 
-def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=False):
+def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=False, branch_ids=None):
     """Per-token log-probs etc. of the targets where `weights` != 0 (anything elsewhere):
     the head on weighted positions only, train.head_chunk per batch shard at a time, or
     on every position, train.ce_chunk per row at a time (0: all at once)."""
-    h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids)
+    h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids, branch_ids=branch_ids)
     project, rules = model.head_fn(), model.rules
     head = lambda w, x: constrain(project(w, x), ("batch", "length", "act_vocab"), rules)  # noqa: E731
     ce_chunk, head_chunk = int(tc.ce_chunk), int(tc.head_chunk)
@@ -92,9 +93,16 @@ def lm_loss(model, mb, norms, tc):
 
 def pair_logps(model, mb, tc=None):
     """Per-token log-probs of chosen and rejected rows in one forward, zero off the
-    completions: ([B, L], [B, L]). `tc` (train config) picks the head chunking."""
-    cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
+    completions: ([B, L], [B, L]). `tc` (train config) picks the head chunking. A batch
+    of prompt-shared rows (`shared_prompt.share_prompts`) runs one row per pair."""
     tc = tc or _HEAD_DEFAULTS
+    if "shared_input_tokens" in mb:
+        sh = lambda k: mb[f"shared_{k}"]  # noqa: E731
+        wc, wr = sh("chosen_loss_weights"), sh("rejected_loss_weights")
+        stats = _stats(model, sh("input_tokens"), sh("positions"), sh("segment_ids"), sh("target_tokens"),
+                       wc + wr, tc, branch_ids=sh("branch_ids"))
+        return stats["logp"] * wc.astype(jnp.float32), stats["logp"] * wr.astype(jnp.float32)
+    cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
     w = cat("loss_weights")
     stats = _stats(model, cat("input_tokens"), cat("positions"), cat("segment_ids"), cat("target_tokens"), w, tc)
     lp = stats["logp"] * w.astype(jnp.float32)
@@ -113,8 +121,8 @@ def pref_loss(model, mb, norms, tc, ref_model=None):
     return preference_loss(
         jnp.sum(chosen_lp, -1), jnp.sum(rejected_lp, -1), ref_c, ref_r, kind=tc.loss, beta=tc.beta,
         label_smoothing=tc.label_smoothing,
-        chosen_tokens=jnp.sum(mb["chosen_loss_weights"], -1).astype(jnp.float32),
-        rejected_tokens=jnp.sum(mb["rejected_loss_weights"], -1).astype(jnp.float32),
+        chosen_tokens=jnp.sum(pair_side(mb, "chosen", "loss_weights"), -1).astype(jnp.float32),
+        rejected_tokens=jnp.sum(pair_side(mb, "rejected", "loss_weights"), -1).astype(jnp.float32),
         chosen_nll=-jnp.sum(chosen_lp) / jnp.maximum(norms["chosen_tokens"], 1.0),
         alpha=tc.alpha, normalizer=norms["pairs"])
 

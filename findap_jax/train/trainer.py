@@ -186,6 +186,9 @@ class Trainer:
         self.ref_params, self.ref_table = None, None
         in_shardings = (self.state_shardings, batch_sharding(self.mesh))
         if tc.loss in PREF_LOSSES:
+            if tc.shared_prompt and m.attention == "splash":
+                raise ValueError("train.shared_prompt=true needs a mask-based attention; model.attention=splash "
+                                 "builds its own causal mask: set train.shared_prompt=false")
             if tc.reference == "live":
                 # The frozen reference is the starting model, sharded like the policy, no optimizer.
                 self.ref_params = jax.tree.map(jnp.copy, params)
@@ -195,7 +198,8 @@ class Trainer:
                 shard = (jax.process_index(), jax.process_count())
                 with jax.set_mesh(self.mesh):
                     self.ref_table = load_or_compute(
-                        self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard)
+                        self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard,
+                        tc.shared_prompt)
             else:
                 raise ValueError(f"train.reference={tc.reference!r}: choose live or precomputed")
         step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)
@@ -233,6 +237,16 @@ class Trainer:
     def _global_batch(self, batch):
         sharding = batch_sharding(self.mesh)
         return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+    def _share_prompts(self, batch: dict) -> dict:
+        """A preference batch as prompt-shared rows (train.shared_prompt), one row length
+        agreed by every process: the longest any host's pairs need."""
+        from findap_jax.train.shared_prompt import share_prompts, shared_length
+        length = shared_length(batch)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            length = int(np.max(multihost_utils.process_allgather(np.int32(length))))
+        return share_prompts(batch, length)
 
     def _count_tokens(self, batch) -> int:
         if "segment_ids" in batch:
@@ -310,7 +324,10 @@ class Trainer:
                 if self.ref_table is not None:
                     from findap_jax.train.reference import attach
                     batch = attach(batch, self.ref_table)
-                tokens = self._count_tokens(batch) * jax.process_count()
+                tokens = computed = self._count_tokens(batch) * jax.process_count()
+                if tc.loss in PREF_LOSSES and tc.shared_prompt:
+                    batch = self._share_prompts(batch)
+                    computed = int((batch["shared_segment_ids"] > 0).sum()) * jax.process_count()
                 t0 = time.perf_counter()
                 args = (self.state, self._global_batch(batch))
                 if self.ref_params is not None:
@@ -330,7 +347,7 @@ class Trainer:
                     continue
                 step += 1
                 metrics.update(step=step, step_time=dt, tokens_per_s=tokens / dt,
-                               mfu=tokens * self.flops_per_token / dt / peak)
+                               mfu=computed * self.flops_per_token / dt / peak)
                 if self.cfg.eval.every and step % self.cfg.eval.every == 0:
                     metrics.update(self.eval_tasks(step, writer))
                 history.append(metrics)

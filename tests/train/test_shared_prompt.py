@@ -1,0 +1,121 @@
+"""Prompt-shared preference rows: the layout, and the same log-probs, losses and updates as
+the chosen and rejected rows run apart."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from findap_jax.model import Llama, get_preset
+from findap_jax.train.shared_prompt import share_prompts, shared_length
+from findap_jax.train.step import pair_logps
+
+from .test_step import _close, run, train_cfg
+
+N = 12
+
+
+def _row(tokens, prompt, n=N):
+    """One padded preference row: inputs, next-token targets, weights on the answer."""
+    k = len(tokens)
+    out = {"input_tokens": np.zeros(n, np.int32), "target_tokens": np.zeros(n, np.int32),
+           "loss_weights": np.zeros(n, np.int32), "segment_ids": np.zeros(n, np.int32),
+           "positions": np.zeros(n, np.int32)}
+    out["input_tokens"][:k] = tokens
+    out["target_tokens"][:k - 1] = tokens[1:]
+    out["loss_weights"][prompt - 1:k - 1] = 1
+    out["segment_ids"][:k] = 1
+    out["positions"][:k] = np.arange(k)
+    return out
+
+
+def pairs(seed, specs, vocab=256):
+    """specs: (prompt length, chosen length, rejected length, shares the prompt); a None
+    spec is an all-zero padding pair."""
+    rng = np.random.default_rng(seed)
+    rows = {"chosen": [], "rejected": []}
+    for spec in specs:
+        if spec is None:
+            for side in rows:
+                rows[side].append({k: np.zeros(N, np.int32) for k in _row(np.arange(2), 1)})
+            continue
+        p, nc, nr, shares = spec
+        prompt = rng.integers(0, vocab, p)
+        other = prompt if shares else rng.integers(0, vocab, p)
+        rows["chosen"].append(_row(np.concatenate([prompt, rng.integers(0, vocab, nc - p)]), p))
+        rows["rejected"].append(_row(np.concatenate([other, rng.integers(0, vocab, nr - p)]), p))
+    return {f"{side}_{k}": np.stack([r[k] for r in rs]) for side, rs in rows.items() for k in rs[0]}
+
+
+SPECS = [(6, 12, 9, True), (3, 7, 12, True), (5, 10, 10, False), None]
+
+
+def test_layout_of_one_pair():
+    b = pairs(0, [(4, 7, 6, True)])
+    s = share_prompts(b, length=10)
+    c, r = b["chosen_input_tokens"][0], b["rejected_input_tokens"][0]
+    # prompt minus its last token (3) | last prompt token + chosen answer (4) | last prompt token + rejected answer (3)
+    np.testing.assert_array_equal(s["shared_input_tokens"][0], np.concatenate([c[:7], r[3:6]]))
+    np.testing.assert_array_equal(s["shared_branch_ids"][0], [0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 3, 4, 5])
+    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 10)
+    np.testing.assert_array_equal(s["shared_chosen_loss_weights"][0], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0], [0, 0, 0, 0, 0, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(s["shared_target_tokens"][0][7:9], r[4:6])
+    assert not any(k.startswith(("chosen_", "rejected_")) for k in s)
+
+
+def test_row_length_rounds_up_and_never_exceeds_two_rows():
+    b = pairs(0, SPECS)
+    # needs: 12 + 9 - 5, 7 + 12 - 2, 10 + 10 - 0 (no common prefix) -> 20
+    assert shared_length(b, multiple=7) == 21
+    assert shared_length(b, multiple=128) == 2 * N
+    with pytest.raises(ValueError, match="pair 2 needs a shared row of 20 tokens; the row length is 19"):
+        share_prompts(b, length=19)
+
+
+def test_packed_rows_are_refused():
+    b = pairs(0, SPECS)
+    b["chosen_segment_ids"][1, 3:7] = 2
+    with pytest.raises(ValueError, match="chosen row 1: .*segment ids 1 then 0"):
+        share_prompts(b)
+
+
+@pytest.mark.parametrize("head_chunk", [0, 5])
+def test_log_probs_equal_separate_rows(head_chunk):
+    """fp32, tiny random Llama: each answer's per-token log-probs sum to what its own row
+    gives, within 1e-5 (pairs with and without a shared prompt, and a padding pair)."""
+    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
+    tc = train_cfg(head_chunk=head_chunk)
+    b = pairs(1, SPECS)
+    c0, r0 = pair_logps(model, jax.tree.map(jnp.asarray, b), tc)
+    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, share_prompts(b, multiple=8)), tc)
+    np.testing.assert_allclose(np.sum(c1, -1), np.sum(c0, -1), atol=1e-5)
+    np.testing.assert_allclose(np.sum(r1, -1), np.sum(r0, -1), atol=1e-5)
+    assert np.all(np.sum(c0, -1)[:3] < 0)
+
+
+@pytest.mark.parametrize("loss,ref", [("dpo", True), ("rpo", True), ("ipo", False)])
+def test_train_steps_equal_separate_rows(loss, ref):
+    """Two steps with a live reference (or precomputed reference log-probs): the same
+    parameters (<= 1e-5) and metrics as the unshared batch (reward accuracy from the
+    second step: in the first the live reference equals the policy, margins are rounding)."""
+    batches = [pairs(i, SPECS) for i in range(2)]
+    if not ref:
+        batches = [dict(b, ref_chosen_logps=np.full(4, -30.0, np.float32),
+                        ref_rejected_logps=np.full(4, -31.0, np.float32)) for b in batches]
+    apart, ma = run(train_cfg(loss=loss), batches, ref=ref)
+    shared, ms = run(train_cfg(loss=loss), [share_prompts(b, multiple=8) for b in batches], ref=ref)
+    _close(apart, shared, 1e-5)
+    for i, (a, s) in enumerate(zip(ma, ms)):
+        assert set(a) == set(s)
+        for k in a:
+            if k != "rewards/accuracies" or i or not ref:
+                assert abs(a[k] - s[k]) <= 1e-5, (i, k)
+
+
+def test_splash_refuses_branches():
+    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0), attention="splash")
+    ids = jnp.zeros((1, 8), jnp.int32)
+    with pytest.raises(ValueError, match="train.shared_prompt=false"):
+        model.hidden_states(ids, branch_ids=jnp.zeros((1, 8), jnp.int32))
