@@ -3,8 +3,8 @@
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
-                               [--kinds lm,dpo,dpo-pre] [--skip-torch] [--interleave on|off]
-                               [--settle 1]
+                               [--kinds lm,dpo,dpo-pre] [--prompt 0.0] [--skip-torch]
+                               [--interleave on|off] [--settle 1]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
 bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
@@ -12,7 +12,9 @@ bfloat16` stores weights, gradients and AdamW moments in bf16 on both sides (tor
 model cast to bf16), which is what lets the 1B preset's training state (19.8 GB in fp32)
 fit a 24 GB machine. SFT/CPT step = masked CE fwd+bwd+update; DPO step = policy fwd+bwd on
 chosen+rejected plus a frozen reference forward (TRL-style in torch); "dpo-pre" = DPO with
-precomputed reference log-probs (no reference forward). Prints the CPU, tokens/s, MFU
+precomputed reference log-probs (no reference forward). `--prompt F`: the pairs share a
+prompt of the first F of each row and train on the rest; ours runs each pair as one
+prompt-shared row (`train.shared_prompt`, the trainer's default), torch both rows whole. Prints the CPU, tokens/s, MFU
 against a matmul probe of the same dtype measured in this run, and ratios. `--weighted F`
 trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
 head on those positions only (train.head_chunk), transformers on all; MFU counts the head
@@ -44,6 +46,7 @@ from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
+from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
 from findap_jax.train.step import init_state, make_train_step, split_model
 
 
@@ -59,10 +62,22 @@ def lm_batch(b, n, vocab, rng, weighted=1.0):
             "segment_ids": np.ones((b, n), np.int32), "positions": np.broadcast_to(np.arange(n), (b, n)).astype(np.int32)}
 
 
+def pair_batch(b, n, vocab, rng, weighted=1.0, prompt=0.0):
+    """Random preference pairs: the first `prompt` of each row is a prompt the two sides
+    share, and at most the rest is trained on (`weighted` as in lm_batch)."""
+    p = round(prompt * n)
+    c = lm_batch(b, n, vocab, rng, min(weighted, (n - p + 1) / n) if p else weighted)
+    r = lm_batch(b, n, vocab, rng, min(weighted, (n - p + 1) / n) if p else weighted)
+    r["input_tokens"][:, :p] = c["input_tokens"][:, :p]
+    r["target_tokens"] = np.roll(r["input_tokens"], -1, axis=1)
+    return {**{f"chosen_{k}": v for k, v in c.items()}, **{f"rejected_{k}": v for k, v in r.items()}}
+
+
 def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=None,
-               weighted=1.0, compiler_options=None):
+               weighted=1.0, compiler_options=None, prompt=0.0):
     """(jitted step, state, batch, extra args) of one of our train steps (the state is donated);
-    head_chunk None = the trainer's default."""
+    head_chunk None = the trainer's default. DPO pairs share a prompt of `prompt` x n
+    tokens, run as prompt-shared rows when train.shared_prompt (the default) is on."""
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
@@ -77,8 +92,10 @@ def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk
         batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng, weighted))
         extra = ()
     else:
-        c, r = lm_batch(b, n, cfg.vocab_size, rng, weighted), lm_batch(b, n, cfg.vocab_size, rng, weighted)
-        batch = {**{f"chosen_{k}": v for k, v in c.items()}, **{f"rejected_{k}": v for k, v in r.items()}}
+        batch = pair_batch(b, n, cfg.vocab_size, rng, weighted, prompt)
+        length = shared_length(batch)
+        if tc.shared_prompt and worth_sharing(batch, length):   # as the trainer does on the host
+            batch = share_prompts(batch, length)
         if kind == "dpo-pre":   # reference log-probs looked up, as train.reference=precomputed does
             batch.update(ref_chosen_logps=np.full(b, -900.0, np.float32),
                          ref_rejected_logps=np.full(b, -900.0, np.float32))
@@ -100,7 +117,7 @@ def ours(cfg, kind, b, n, *args, **kw):
     return run
 
 
-def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", **_):
+def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0.0, **_):
     """One transformers step as a callable. transformers computes logits at every position
     whatever the mask (as TRL's trainers do), so the weighted fraction does not change its work."""
     import contextlib
@@ -126,7 +143,9 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", **_):
             opt.zero_grad()
     else:
         ref = LlamaForCausalLM(LlamaConfig(**hf)).eval().to(model.dtype)
-        both = torch.cat([ids, torch.randint(0, cfg.vocab_size, (b, n))])
+        rejected = torch.randint(0, cfg.vocab_size, (b, n))
+        rejected[:, :round(prompt * n)] = ids[:, :round(prompt * n)]   # the same work either way
+        both = torch.cat([ids, rejected])
 
         def logps(m, x):
             logits = m(x, use_cache=False).logits[:, :-1]
@@ -157,6 +176,9 @@ def main():
     ap.add_argument("--head-chunk", type=int, default=defaults.train_config().head_chunk)
     ap.add_argument("--weighted", type=float, default=1.0,
                     help="fraction of each row trained on (SFT/DPO answers; 0.39 = the bundled findap_it)")
+    ap.add_argument("--prompt", type=float, default=0.0,
+                    help="DPO pairs share a prompt of this fraction of each row (trained: the rest); ours then "
+                         "runs each pair as one prompt-shared row (train.shared_prompt)")
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--interleave", default="on", choices=["on", "off"],
@@ -168,21 +190,27 @@ def main():
     cfg = get_preset(args.preset)
     peak = measured_matmul_flops(dtype=args.dtype)
     # MFU counts the FLOPs the loss needs: the LM head only on the trained positions
-    fpt = train_flops_per_token(cfg, args.seq) - 6.0 * cfg.vocab_size * cfg.hidden_size * (1 - args.weighted)
+    def fpt(weighted):
+        return train_flops_per_token(cfg, args.seq) - 6.0 * cfg.vocab_size * cfg.hidden_size * (1 - weighted)
+    p = round(args.prompt * args.seq)
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
           f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}, head_chunk "
-          f"{args.head_chunk}, {args.weighted:.0%} of positions trained on; "
+          f"{args.head_chunk}, {args.weighted:.0%} of positions trained on, DPO pairs sharing a prompt of "
+          f"{round(args.prompt * args.seq)} tokens; "
           f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
     res, paired, kinds = {}, {}, args.kinds.split(",")
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
-        flops = fpt * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
+        trained = min(args.weighted, (args.seq - p + 1) / args.seq) if kind != "lm" and p else args.weighted
+        flops = fpt(trained) * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         makers = {name: functools.partial(fn, cfg, kind, args.batch, args.seq, args.dtype, args.param_dtype,
                                           ce_chunk=args.ce_chunk, head_chunk=args.head_chunk,
-                                          weighted=args.weighted) for name, fn in impls}
+                                          weighted=args.weighted, prompt=args.prompt) for name, fn in impls}
+        # ours with a shared prompt runs fewer tokens: its MFU counts the tokens it ran
+        run_tok = {"findap-jax": args.batch * (2 * args.seq - p + 1) if kind != "lm" and p else n_tok}
         ratios = None
         if args.interleave == "on":
             times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps,
@@ -194,7 +222,8 @@ def main():
                 gc.collect()
         for name, t in times.items():
             res[(kind, name)] = t
-            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {flops / t / peak:6.3f}", flush=True)
+            mfu = flops * run_tok.get(name, n_tok) / n_tok / t / peak
+            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f}", flush=True)
         if not args.skip_torch and ratios:
             paired[kind] = ratios["transformers"]
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])

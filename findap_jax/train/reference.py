@@ -17,7 +17,7 @@ from flax import nnx
 
 from findap_jax.data.pipeline import make_iterator
 from findap_jax.files import read_json, write_text_atomic
-from findap_jax.train.shared_prompt import share_prompts
+from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
 from findap_jax.train.step import pair_logps
 
 
@@ -41,7 +41,8 @@ def compute_table(model, data_cfg, shard: tuple[int, int], shared_prompt: bool =
     table: dict[str, list[float]] = {}
     for batch in make_iterator(data_cfg, "train", num_epochs=1, shuffle=False, shard=shard,
                                drop_remainder=False):
-        rows = share_prompts(batch) if shared_prompt else batch
+        length = shared_length(batch)
+        rows = share_prompts(batch, length) if shared_prompt and worth_sharing(batch, length) else batch
         c, r = jax.device_get(logps(model, jax.tree.map(jnp.asarray, rows)))
         for i in range(len(c)):
             table[pair_key(batch, i)] = [float(c[i]), float(r[i])]

@@ -239,14 +239,14 @@ class Trainer:
         return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
     def _share_prompts(self, batch: dict) -> dict:
-        """A preference batch as prompt-shared rows (train.shared_prompt), one row length
-        agreed by every process: the longest any host's pairs need."""
-        from findap_jax.train.shared_prompt import share_prompts, shared_length
+        """A preference batch as prompt-shared rows (train.shared_prompt) when that saves
+        work, with one row length agreed by every process: the longest any host's pairs need."""
+        from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
         length = shared_length(batch)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             length = int(np.max(multihost_utils.process_allgather(np.int32(length))))
-        return share_prompts(batch, length)
+        return share_prompts(batch, length) if worth_sharing(batch, length) else batch
 
     def _count_tokens(self, batch) -> int:
         if "segment_ids" in batch:
@@ -327,7 +327,8 @@ class Trainer:
                 tokens = computed = self._count_tokens(batch) * jax.process_count()
                 if tc.loss in PREF_LOSSES and tc.shared_prompt:
                     batch = self._share_prompts(batch)
-                    computed = int((batch["shared_segment_ids"] > 0).sum()) * jax.process_count()
+                    if "shared_segment_ids" in batch:
+                        computed = int((batch["shared_segment_ids"] > 0).sum()) * jax.process_count()
                 t0 = time.perf_counter()
                 args = (self.state, self._global_batch(batch))
                 if self.ref_params is not None:

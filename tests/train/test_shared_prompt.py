@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from findap_jax.model import Llama, get_preset
-from findap_jax.train.shared_prompt import share_prompts, shared_length
+from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
 from findap_jax.train.step import pair_logps
 
 from .test_step import _close, run, train_cfg
@@ -70,6 +70,7 @@ def test_row_length_rounds_up_and_never_exceeds_two_rows():
     # needs: 12 + 9 - 5, 7 + 12 - 2, 10 + 10 - 0 (no common prefix) -> 20
     assert shared_length(b, multiple=7) == 21
     assert shared_length(b, multiple=128) == 2 * N
+    assert worth_sharing(b, 21) and not worth_sharing(b, 22)   # 1.75 x 12 = 21
     with pytest.raises(ValueError, match="pair 2 needs a shared row of 20 tokens; the row length is 19"):
         share_prompts(b, length=19)
 
