@@ -1,7 +1,7 @@
 """Where a train step's time goes: the top XLA ops of one profiled step, with each matmul's rate.
 
     python bench/profile_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--kind lm|dpo|dpo-pre]
-                                 [--top 15] [--dtype float32|bfloat16]
+                                 [--top 15] [--dtype float32|bfloat16] [--prompt 0.0]
 
 Runs the step under `jax.profiler.trace` (perfetto trace in --trace-dir), sums each op's
 duration over the step and names it by the JAX operation it came from (the HLO
@@ -98,10 +98,12 @@ def main():
     ap.add_argument("--kind", default="lm", choices=["lm", "dpo", "dpo-pre"])
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--prompt", type=float, default=0.0, help="DPO pairs' shared prompt, as in train_step.py")
     ap.add_argument("--trace-dir", default="/tmp/findap_profile")
     args = ap.parse_args()
     reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
-    step, state, batch, extra = build_ours(get_preset(args.preset), args.kind, args.batch, args.seq, args.dtype)
+    step, state, batch, extra = build_ours(get_preset(args.preset), args.kind, args.batch, args.seq, args.dtype,
+                                           prompt=args.prompt)
     hlo = step.lower(state, batch, *extra).compile().as_text()
     names, flops = op_names(hlo), dot_flops(hlo)
     hlo_ops = set(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", hlo, re.M))

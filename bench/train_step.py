@@ -3,7 +3,7 @@
     python bench/train_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--steps 3]
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
-                               [--kinds lm,dpo,dpo-pre] [--prompt 0.0] [--skip-torch]
+                               [--kinds lm,dpo,dpo-pre] [--prompt 0.0] [--shared-multiple 64] [--skip-torch]
                                [--interleave on|off] [--settle 1]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
@@ -46,7 +46,7 @@ from findap_jax.host_malloc import reexec_with_host_malloc
 from findap_jax.model import Llama, get_preset
 from findap_jax.train.metrics import measured_matmul_flops, train_flops_per_token
 from findap_jax.train.optim import make_optimizer
-from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
+from findap_jax.train.shared_prompt import share_if_worth_it, shared_length
 from findap_jax.train.step import init_state, make_train_step, split_model
 
 
@@ -74,10 +74,11 @@ def pair_batch(b, n, vocab, rng, weighted=1.0, prompt=0.0):
 
 
 def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=None,
-               weighted=1.0, compiler_options=None, prompt=0.0):
+               weighted=1.0, compiler_options=None, prompt=0.0, shared_multiple=None):
     """(jitted step, state, batch, extra args) of one of our train steps (the state is donated);
     head_chunk None = the trainer's default. DPO pairs share a prompt of `prompt` x n
-    tokens, run as prompt-shared rows when train.shared_prompt (the default) is on."""
+    tokens, run as prompt-shared rows when train.shared_prompt (the default) is on, padded
+    to a multiple of `shared_multiple` (None: the trainer's train.shared_row_multiple)."""
     tc = defaults.train_config()
     loss = "dpo" if kind == "dpo-pre" else kind
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
@@ -93,9 +94,8 @@ def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk
         extra = ()
     else:
         batch = pair_batch(b, n, cfg.vocab_size, rng, weighted, prompt)
-        length = shared_length(batch)
-        if tc.shared_prompt and worth_sharing(batch, length):   # as the trainer does on the host
-            batch = share_prompts(batch, length)
+        if tc.shared_prompt:   # as the trainer does on the host
+            batch = share_if_worth_it(batch, shared_length(batch, shared_multiple or tc.shared_row_multiple))
         if kind == "dpo-pre":   # reference log-probs looked up, as train.reference=precomputed does
             batch.update(ref_chosen_logps=np.full(b, -900.0, np.float32),
                          ref_rejected_logps=np.full(b, -900.0, np.float32))
@@ -179,6 +179,8 @@ def main():
     ap.add_argument("--prompt", type=float, default=0.0,
                     help="DPO pairs share a prompt of this fraction of each row (trained: the rest); ours then "
                          "runs each pair as one prompt-shared row (train.shared_prompt)")
+    ap.add_argument("--shared-multiple", type=int, default=defaults.train_config().shared_row_multiple,
+                    help="prompt-shared rows are padded to a multiple of this (train.shared_row_multiple)")
     ap.add_argument("--kinds", default="lm,dpo,dpo-pre")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--interleave", default="on", choices=["on", "off"],
@@ -196,7 +198,7 @@ def main():
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
           f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}, head_chunk "
           f"{args.head_chunk}, {args.weighted:.0%} of positions trained on, DPO pairs sharing a prompt of "
-          f"{round(args.prompt * args.seq)} tokens; "
+          f"{round(args.prompt * args.seq)} tokens (ours: rows padded to a multiple of {args.shared_multiple}); "
           f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
@@ -208,7 +210,8 @@ def main():
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         makers = {name: functools.partial(fn, cfg, kind, args.batch, args.seq, args.dtype, args.param_dtype,
                                           ce_chunk=args.ce_chunk, head_chunk=args.head_chunk,
-                                          weighted=args.weighted, prompt=args.prompt) for name, fn in impls}
+                                          weighted=args.weighted, prompt=args.prompt,
+                                          shared_multiple=args.shared_multiple) for name, fn in impls}
         # ours with a shared prompt runs fewer tokens: its MFU counts the tokens it ran
         run_tok = {"findap-jax": args.batch * (2 * args.seq - p + 1) if kind != "lm" and p else n_tok}
         ratios = None

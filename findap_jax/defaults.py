@@ -64,6 +64,7 @@ def train_config() -> ml_collections.ConfigDict:
         reference="live",         # live (frozen copy) or precomputed (log-prob pass first)
         shared_prompt=True,       # DPO/IPO/RPO: a pair's prompt computed once, its answers as two
                                   # branches of one row (train/shared_prompt.py); false with splash
+        shared_row_multiple=64,   # prompt-shared rows are padded to a multiple of this (one compile each)
         seed=0,
     ))
 

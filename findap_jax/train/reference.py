@@ -17,7 +17,7 @@ from flax import nnx
 
 from findap_jax.data.pipeline import make_iterator
 from findap_jax.files import read_json, write_text_atomic
-from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
+from findap_jax.train.shared_prompt import share_if_worth_it, shared_length
 from findap_jax.train.step import pair_logps
 
 
@@ -30,9 +30,9 @@ def pair_key(batch: dict, i: int) -> str:
     return h.hexdigest()
 
 
-def compute_table(model, data_cfg, shard: tuple[int, int], shared_prompt: bool = False) -> dict[str, list[float]]:
+def compute_table(model, data_cfg, shard: tuple[int, int], shared_multiple: int = 0) -> dict[str, list[float]]:
     """{pair key: [chosen, rejected] summed log-probs} over this host's pairs; with
-    `shared_prompt` each pair runs as one prompt-shared row (one pass, no other hosts)."""
+    `shared_multiple` > 0 pairs run as prompt-shared rows of a multiple of that length."""
     @nnx.jit
     def logps(m, b):
         c, r = pair_logps(m, b)
@@ -41,8 +41,7 @@ def compute_table(model, data_cfg, shard: tuple[int, int], shared_prompt: bool =
     table: dict[str, list[float]] = {}
     for batch in make_iterator(data_cfg, "train", num_epochs=1, shuffle=False, shard=shard,
                                drop_remainder=False):
-        length = shared_length(batch)
-        rows = share_prompts(batch, length) if shared_prompt and worth_sharing(batch, length) else batch
+        rows = share_if_worth_it(batch, shared_length(batch, shared_multiple)) if shared_multiple else batch
         c, r = jax.device_get(logps(model, jax.tree.map(jnp.asarray, rows)))
         for i in range(len(c)):
             table[pair_key(batch, i)] = [float(c[i]), float(r[i])]
@@ -50,10 +49,10 @@ def compute_table(model, data_cfg, shard: tuple[int, int], shared_prompt: bool =
 
 
 def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int],
-                    shared_prompt: bool = False) -> dict[str, list[float]]:
+                    shared_multiple: int = 0) -> dict[str, list[float]]:
     if path.exists():
         return read_json(path)
-    table = compute_table(model, data_cfg, shard, shared_prompt)
+    table = compute_table(model, data_cfg, shard, shared_multiple)
     write_text_atomic(path, json.dumps(table))
     return table
 

@@ -12,10 +12,12 @@ token goes into both branches because its output predicts each answer's first to
 With a prompt of half the row the step's tokens fall from 2T to ~1.5T per pair.
 
 This runs on the host, on the data pipeline's numpy batches, before they are sharded.
-The row length is the longest pair's need rounded up to `MULTIPLE` (one compiled step per
-length seen). A batch whose rows would come out longer than `WORTH_IT` x T keeps its
-separate rows: a longer row's attention grows with its square (a 2T row attends ~2x the
-pairs of two T rows), which outweighs a few saved tokens.
+The row length is the longest pair's need rounded up to a multiple
+(`train.shared_row_multiple`, default 64): one compiled step per length seen, so a
+smaller multiple wastes fewer padded positions and compiles more often. A batch whose
+rows would come out longer than `WORTH_IT` x T keeps its separate rows: a longer row's
+attention grows with its square (a 2T row attends ~2x the pairs of two T rows), which
+outweighs a few saved tokens.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import numpy as np
 SIDES = ("chosen", "rejected")
 ROW_FIELDS = ("input_tokens", "target_tokens", "loss_weights", "segment_ids", "positions")
 SHARED_PREFIX = "shared_"
-MULTIPLE = 64
 WORTH_IT = 1.75
 
 
@@ -50,7 +51,7 @@ def _split(batch: dict, i: int) -> tuple[int, int, int]:
     return nc, nr, min(common, fc, fr)
 
 
-def shared_length(batch: dict, multiple: int = MULTIPLE) -> int:
+def shared_length(batch: dict, multiple: int) -> int:
     """Row length the pairs of `batch` need, rounded up to `multiple` and capped at two rows."""
     t = batch["chosen_input_tokens"].shape[1]
     need = max([nc + nr - s for nc, nr, s in (_split(batch, i) for i in range(len(batch["chosen_input_tokens"])))],
@@ -62,12 +63,16 @@ def worth_sharing(batch: dict, length: int) -> bool:
     return length <= WORTH_IT * batch["chosen_input_tokens"].shape[1]
 
 
-def share_prompts(batch: dict, length: int | None = None, multiple: int = MULTIPLE) -> dict:
-    """The `shared_*` rows of a padded preference batch (other keys, e.g. precomputed
+def share_if_worth_it(batch: dict, length: int) -> dict:
+    """`share_prompts(batch, length)`, or the batch as it is when that would not save work."""
+    return share_prompts(batch, length) if worth_sharing(batch, length) else batch
+
+
+def share_prompts(batch: dict, length: int) -> dict:
+    """The `shared_*` rows (`length` long) of a padded preference batch (other keys, e.g. precomputed
     reference log-probs, pass through): input/target tokens, positions, segment ids (1 on
     every real token), branch ids, and chosen/rejected loss weights on their branches."""
     b = len(batch["chosen_input_tokens"])
-    length = length or shared_length(batch, multiple)
     out = {f"{SHARED_PREFIX}{k}": np.zeros((b, length), batch[f"chosen_{k}"].dtype)
            for k in ("input_tokens", "target_tokens", "segment_ids", "positions")}
     out[f"{SHARED_PREFIX}branch_ids"] = np.zeros((b, length), np.int32)

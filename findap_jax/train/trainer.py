@@ -186,6 +186,8 @@ class Trainer:
         self.ref_params, self.ref_table = None, None
         in_shardings = (self.state_shardings, batch_sharding(self.mesh))
         if tc.loss in PREF_LOSSES:
+            if tc.shared_row_multiple < 1:
+                raise ValueError(f"train.shared_row_multiple={tc.shared_row_multiple}: must be >= 1")
             if tc.shared_prompt and m.attention == "splash":
                 raise ValueError("train.shared_prompt=true needs a mask-based attention; model.attention=splash "
                                  "builds its own causal mask: set train.shared_prompt=false")
@@ -199,7 +201,7 @@ class Trainer:
                 with jax.set_mesh(self.mesh):
                     self.ref_table = load_or_compute(
                         self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard,
-                        tc.shared_prompt)
+                        tc.shared_row_multiple if tc.shared_prompt else 0)
             else:
                 raise ValueError(f"train.reference={tc.reference!r}: choose live or precomputed")
         step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)
@@ -241,12 +243,12 @@ class Trainer:
     def _share_prompts(self, batch: dict) -> dict:
         """A preference batch as prompt-shared rows (train.shared_prompt) when that saves
         work, with one row length agreed by every process: the longest any host's pairs need."""
-        from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
-        length = shared_length(batch)
+        from findap_jax.train.shared_prompt import share_if_worth_it, shared_length
+        length = shared_length(batch, self.cfg.train.shared_row_multiple)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             length = int(np.max(multihost_utils.process_allgather(np.int32(length))))
-        return share_prompts(batch, length) if worth_sharing(batch, length) else batch
+        return share_if_worth_it(batch, length)
 
     def _count_tokens(self, batch) -> int:
         if "segment_ids" in batch:

@@ -79,7 +79,7 @@ def test_packed_rows_are_refused():
     b = pairs(0, SPECS)
     b["chosen_segment_ids"][1, 3:7] = 2
     with pytest.raises(ValueError, match="chosen row 1: .*segment ids 1 then 0"):
-        share_prompts(b)
+        share_prompts(b, 2 * N)
 
 
 @pytest.mark.parametrize("head_chunk", [0, 5])
@@ -90,7 +90,7 @@ def test_log_probs_equal_separate_rows(head_chunk):
     tc = train_cfg(head_chunk=head_chunk)
     b = pairs(1, SPECS)
     c0, r0 = pair_logps(model, jax.tree.map(jnp.asarray, b), tc)
-    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, share_prompts(b, multiple=8)), tc)
+    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, share_prompts(b, shared_length(b, 8))), tc)
     np.testing.assert_allclose(np.sum(c1, -1), np.sum(c0, -1), atol=1e-5)
     np.testing.assert_allclose(np.sum(r1, -1), np.sum(r0, -1), atol=1e-5)
     assert np.all(np.sum(c0, -1)[:3] < 0)
@@ -106,7 +106,7 @@ def test_train_steps_equal_separate_rows(loss, ref):
         batches = [dict(b, ref_chosen_logps=np.full(4, -30.0, np.float32),
                         ref_rejected_logps=np.full(4, -31.0, np.float32)) for b in batches]
     apart, ma = run(train_cfg(loss=loss), batches, ref=ref)
-    shared, ms = run(train_cfg(loss=loss), [share_prompts(b, multiple=8) for b in batches], ref=ref)
+    shared, ms = run(train_cfg(loss=loss), [share_prompts(b, shared_length(b, 8)) for b in batches], ref=ref)
     _close(apart, shared, 1e-5)
     for i, (a, s) in enumerate(zip(ma, ms)):
         assert set(a) == set(s)
