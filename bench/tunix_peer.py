@@ -137,7 +137,8 @@ def main():
     if not args.skip_ours:
         from train_step import ours  # bench/train_step.py: same batch layout, live frozen reference for DPO
         impls.append(("findap-jax", {
-            k: (lambda k=k: median_time(ours(cfg, k, args.batch, args.seq), args.steps)) for k in ("lm", "dpo")}))
+            k: (lambda k=k: median_time(ours(cfg, k, args.batch, args.seq, prompt=args.prompt / args.seq),
+                                            args.steps)) for k in ("lm", "dpo")}))
     res = {}
     for kind in ("lm", "dpo"):
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
