@@ -1,0 +1,55 @@
+"""Positions a preference epoch computes with prompt-shared rows vs separate rows, and the
+step shapes (compiles) each row multiple costs.
+
+    python bench/shared_prompt_savings.py [--mixture findap_general_preference] [--seq 512]
+                                          [--batch 8] [--multiples 16,32,64,128]
+
+Tokenizes the mixture with SmolLM2's tokenizer (the configs' default model), batches it as
+the trainer does (shuffled, whole batches) and counts, per epoch, the positions the
+policy runs: separate rows pad both sides to --seq; prompt-shared rows
+(`train.shared_prompt`) pad each batch to its longest pair's need rounded up to the
+multiple, or keep the separate rows where that is not worth it (`worth_sharing`).
+"""
+from __future__ import annotations
+
+import argparse
+
+from findap_jax import load_pretrained
+from findap_jax.checkpoints.hub import smollm2_gguf
+from findap_jax.config import load_config
+from findap_jax.data.pipeline import make_iterator, register
+from findap_jax.train.shared_prompt import shared_length, worth_sharing
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mixture", default="findap_general_preference")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--multiples", default="16,32,64,128")
+    args = ap.parse_args()
+    cfg = load_config("configs/dpo.py", [f"data.mixture={args.mixture}", f"data.seq_len={args.seq}",
+                                         f"data.batch_size={args.batch}", f"model.path={smollm2_gguf()}"])
+    _, tokenizer = load_pretrained(cfg.model.path)
+    register(cfg.data, tokenizer)
+    batches = list(make_iterator(cfg.data, "train", num_epochs=1, shuffle=True, drop_remainder=True))
+    separate = sum(2 * b["chosen_input_tokens"].size for b in batches)
+    real = sum(int((b["chosen_segment_ids"] > 0).sum() + (b["rejected_segment_ids"] > 0).sum()) for b in batches)
+    print(f"{args.mixture}, seq {args.seq}, batches of {args.batch} pairs: {len(batches)} batches; separate rows "
+          f"compute {separate} positions per epoch, {real / separate:.3f} of them real tokens")
+    for m in map(int, args.multiples.split(",")):
+        shapes, computed = set(), 0
+        for b in batches:
+            length = shared_length(b, m)
+            if worth_sharing(b, length):
+                shapes.add(length)
+                computed += len(b["chosen_input_tokens"]) * length
+            else:
+                shapes.add("separate")
+                computed += 2 * b["chosen_input_tokens"].size
+        print(f"  multiple {m:4}: {computed / separate:.3f} of the separate rows' positions, "
+              f"{len(shapes)} step shapes")
+
+
+if __name__ == "__main__":
+    main()
