@@ -8,7 +8,9 @@ Tokenizes the mixture with SmolLM2's tokenizer (the configs' default model), bat
 the trainer does (shuffled, whole batches) and counts, per epoch, the positions the
 policy runs: separate rows pad both sides to --seq; prompt-shared rows
 (`train.shared_prompt`) pad each batch to its longest pair's need rounded up to the
-multiple, or keep the separate rows where that is not worth it (`worth_sharing`).
+multiple, or keep the separate rows where that is not worth it (`worth_sharing`). For
+comparison: separate rows padded to their batch's longest row (same multiple) instead of
+to --seq, which is what trimming the padding alone would give.
 """
 from __future__ import annotations
 
@@ -38,8 +40,10 @@ def main():
     print(f"{args.mixture}, seq {args.seq}, batches of {args.batch} pairs: {len(batches)} batches; separate rows "
           f"compute {separate} positions per epoch, {real / separate:.3f} of them real tokens")
     for m in map(int, args.multiples.split(",")):
-        shapes, computed = set(), 0
+        shapes, computed, trimmed = set(), 0, 0
         for b in batches:
+            longest = max(int((b[f"{side}_segment_ids"] > 0).sum(1).max()) for side in ("chosen", "rejected"))
+            trimmed += 2 * len(b["chosen_input_tokens"]) * min(args.seq, -(-longest // m) * m)
             length = shared_length(b, m)
             if worth_sharing(b, length):
                 shapes.add(length)
@@ -47,8 +51,8 @@ def main():
             else:
                 shapes.add("separate")
                 computed += 2 * b["chosen_input_tokens"].size
-        print(f"  multiple {m:4}: {computed / separate:.3f} of the separate rows' positions, "
-              f"{len(shapes)} step shapes")
+        print(f"  multiple {m:4}: prompt-shared rows {computed / separate:.3f} of the separate rows' positions "
+              f"({len(shapes)} step shapes); separate rows padded to their batch's longest {trimmed / separate:.3f}")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,18 @@ def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk
     return step, state, batch, extra
 
 
+def ours_tokens(cfg, kind, b, n, weighted, prompt, shared_multiple) -> int:
+    """Real tokens ours runs per step: a DPO batch built as build_ours builds it may come
+    out as prompt-shared rows, or stay separate where sharing would not pay."""
+    if kind == "lm":
+        return b * n
+    batch = pair_batch(b, n, cfg.vocab_size, np.random.default_rng(0), weighted, prompt)
+    rows = share_if_worth_it(batch, shared_length(batch, shared_multiple))
+    if "shared_segment_ids" in rows:
+        return int((rows["shared_segment_ids"] > 0).sum())
+    return 2 * b * n
+
+
 def ours(cfg, kind, b, n, *args, **kw):
     """One step of ours as a callable (the state is donated and carried across calls)."""
     step, state, batch, extra = build_ours(cfg, kind, b, n, *args, **kw)
@@ -213,7 +225,8 @@ def main():
                                           weighted=args.weighted, prompt=args.prompt,
                                           shared_multiple=args.shared_multiple) for name, fn in impls}
         # ours with a shared prompt runs fewer tokens: its MFU counts the tokens it ran
-        run_tok = {"findap-jax": args.batch * (2 * args.seq - p + 1) if kind != "lm" and p else n_tok}
+        run_tok = {"findap-jax": ours_tokens(cfg, kind, args.batch, args.seq, args.weighted, args.prompt,
+                                             args.shared_multiple)}
         ratios = None
         if args.interleave == "on":
             times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps,

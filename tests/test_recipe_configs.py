@@ -103,6 +103,7 @@ def test_llama3_8b_paper_settings(arg, mesh, devices):
         assert (m.dtype, m.param_dtype, m.remat) == ("bfloat16", "float32", "full")
         assert m.attention == {"tpu": "splash", "gpu": "xla"}[arg]
     r = cfg.rpo
+    assert r.train.shared_prompt == (r.model.attention != "splash")   # the trainer refuses both at once
     assert (r.train.loss, r.train.lr, r.train.warmup, r.train.beta, r.train.alpha) == ("rpo", 5e-7, 0.1, 0.1, 1.0)
     assert (r.data.seq_len, r.data.batch_size, r.data.pack) == (2048, 16, False)
     assert r.train.steps == 751 and 751 * 32768 >= 24.6e6 > 750 * 32768

@@ -106,8 +106,10 @@ def get_config(arg=None):
     rpo = cfg.rpo
     rpo.model.update(MODEL, attention=ATTENTION[hardware])
     rpo.data.update(mixture="findap_preference", seq_len=PA_LEN, batch_size=PA_PAIRS, pack=False)
+    # Splash builds its own causal mask, so on TPU the pairs run as separate rows; elsewhere
+    # each pair's prompt runs once (train.shared_prompt).
     rpo.train.update(loss="rpo", steps=STEPS_PA, warmup=0.1, beta=0.1, alpha=1.0,
-                     reference="live", **dict(OPTIMIZER, lr=5e-7))
+                     reference="live", shared_prompt=hardware != "tpu", **dict(OPTIMIZER, lr=5e-7))
     # No dev-loss early stop here: the trainer computes dev loss for LM losses only.
     rpo.run.update(eval_every=0, checkpoint_every=100, keep=2, log_every=10)
     cfg.distilled_share = 1.0   # distilled pairs only: general pairs in PA are unnecessary

@@ -32,7 +32,11 @@ def pair_key(batch: dict, i: int) -> str:
 
 def compute_table(model, data_cfg, shard: tuple[int, int], shared_multiple: int = 0) -> dict[str, list[float]]:
     """{pair key: [chosen, rejected] summed log-probs} over this host's pairs; with
-    `shared_multiple` > 0 pairs run as prompt-shared rows of a multiple of that length."""
+    `shared_multiple` > 0 and one process, pairs run as prompt-shared rows of a multiple of
+    that length (hosts may hold different batch counts here, so no per-batch agreement on a
+    row length is possible: several processes keep the separate rows)."""
+    shared_multiple = shared_multiple if jax.process_count() == 1 else 0
+
     @nnx.jit
     def logps(m, b):
         c, r = pair_logps(m, b)

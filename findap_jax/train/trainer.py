@@ -183,7 +183,7 @@ class Trainer:
         self._check_free_space(params)
         self.param_shardings = state_shardings(params, self.mesh, rules)
         self.state, self.state_shardings = init_sharded_state(params, self.tx, self.mesh, self.param_shardings)
-        self.ref_params, self.ref_table = None, None
+        self.ref_params, self.ref_table, self._step_shapes = None, None, set()
         in_shardings = (self.state_shardings, batch_sharding(self.mesh))
         if tc.loss in PREF_LOSSES:
             if tc.shared_row_multiple < 1:
@@ -248,7 +248,13 @@ class Trainer:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             length = int(np.max(multihost_utils.process_allgather(np.int32(length))))
-        return share_if_worth_it(batch, length)
+        rows = share_if_worth_it(batch, length)
+        shape = rows["shared_input_tokens"].shape[1] if "shared_input_tokens" in rows else "separate"
+        if shape not in self._step_shapes:   # each new shape compiles the step once
+            self._step_shapes.add(shape)
+            kind = "separate" if shape == "separate" else f"prompt-shared, {shape} tokens"
+            self.log(f"preference rows: {kind} (step shape {len(self._step_shapes)}; a new shape compiles the step)")
+        return rows
 
     def _count_tokens(self, batch) -> int:
         if "segment_ids" in batch:

@@ -15,7 +15,7 @@ from .test_step import _close, run, train_cfg
 N = 12
 
 
-def _row(tokens, prompt, n=N):
+def _row(tokens, prompt, n=N, trained=True):
     """One padded preference row: inputs, next-token targets, weights on the answer."""
     k = len(tokens)
     out = {"input_tokens": np.zeros(n, np.int32), "target_tokens": np.zeros(n, np.int32),
@@ -23,35 +23,41 @@ def _row(tokens, prompt, n=N):
            "positions": np.zeros(n, np.int32)}
     out["input_tokens"][:k] = tokens
     out["target_tokens"][:k - 1] = tokens[1:]
-    out["loss_weights"][prompt - 1:k - 1] = 1
+    out["loss_weights"][prompt - 1:k - 1] = int(trained)
     out["segment_ids"][:k] = 1
     out["positions"][:k] = np.arange(k)
     return out
 
 
-def pairs(seed, specs, vocab=256):
-    """specs: (prompt length, chosen length, rejected length, shares the prompt); a None
-    spec is an all-zero padding pair."""
+def pairs(seed, specs, vocab=256, n=N):
+    """specs: (prompt length, chosen length, rejected length, how), how one of "shared",
+    "apart" (different prompts), "same_start" (the answers' first 3 tokens agree too),
+    "untrained" (the rejected side has no weights); None = an all-zero padding pair."""
     rng = np.random.default_rng(seed)
     rows = {"chosen": [], "rejected": []}
     for spec in specs:
         if spec is None:
             for side in rows:
-                rows[side].append({k: np.zeros(N, np.int32) for k in _row(np.arange(2), 1)})
+                rows[side].append({k: np.zeros(n, np.int32) for k in _row(np.arange(2), 1, n)})
             continue
-        p, nc, nr, shares = spec
+        p, nc, nr, how = spec
         prompt = rng.integers(0, vocab, p)
-        other = prompt if shares else rng.integers(0, vocab, p)
-        rows["chosen"].append(_row(np.concatenate([prompt, rng.integers(0, vocab, nc - p)]), p))
-        rows["rejected"].append(_row(np.concatenate([other, rng.integers(0, vocab, nr - p)]), p))
+        other = rng.integers(0, vocab, p) if how == "apart" else prompt
+        c = np.concatenate([prompt, rng.integers(0, vocab, nc - p)])
+        r = np.concatenate([other, rng.integers(0, vocab, nr - p)])
+        if how == "same_start":
+            r[p:p + 3] = c[p:p + 3]
+        rows["chosen"].append(_row(c, p, n))
+        rows["rejected"].append(_row(r, p, n, trained=how != "untrained"))
     return {f"{side}_{k}": np.stack([r[k] for r in rs]) for side, rs in rows.items() for k in rs[0]}
 
 
-SPECS = [(6, 12, 9, True), (3, 7, 12, True), (5, 10, 10, False), None]
+SPECS = [(6, 12, 9, "shared"), (3, 7, 12, "same_start"), (5, 10, 10, "apart"), None]
+LONG = [(150, 200, 170, "shared"), (40, 180, 200, "same_start"), (120, 190, 160, "untrained"), None]
 
 
 def test_layout_of_one_pair():
-    b = pairs(0, [(4, 7, 6, True)])
+    b = pairs(0, [(4, 7, 6, "shared")])
     s = share_prompts(b, length=10)
     c, r = b["chosen_input_tokens"][0], b["rejected_input_tokens"][0]
     # prompt minus its last token (3) | last prompt token + chosen answer (4) | last prompt token + rejected answer (3)
@@ -82,31 +88,41 @@ def test_packed_rows_are_refused():
         share_prompts(b, 2 * N)
 
 
-@pytest.mark.parametrize("head_chunk", [0, 5])
-def test_log_probs_equal_separate_rows(head_chunk):
-    """fp32, tiny random Llama: each answer's per-token log-probs sum to what its own row
-    gives, within 1e-5 (pairs with and without a shared prompt, and a padding pair)."""
-    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
-    tc = train_cfg(head_chunk=head_chunk)
-    b = pairs(1, SPECS)
+@pytest.mark.parametrize("attention", ["xla", "reference", "dot_product_attention"])
+@pytest.mark.parametrize("long", [False, True])
+def test_log_probs_equal_separate_rows(attention, long):
+    """fp32, tiny random Llama: every trained token's log-prob in a prompt-shared row
+    equals its log-prob in its own row within 1e-5: pairs with a shared prompt, answers
+    that start alike, different prompts, an untrained side and a padding pair; rows of 12
+    and of 200 (several 128-query attention blocks, head chunks of 5 and the default)."""
+    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0), attention=attention)
+    tc = train_cfg(head_chunk=256 if long else 5)
+    b = pairs(1, LONG, n=200) if long else pairs(1, SPECS)
+    s = share_prompts(b, shared_length(b, 8))
     c0, r0 = pair_logps(model, jax.tree.map(jnp.asarray, b), tc)
-    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, share_prompts(b, shared_length(b, 8))), tc)
-    np.testing.assert_allclose(np.sum(c1, -1), np.sum(c0, -1), atol=1e-5)
-    np.testing.assert_allclose(np.sum(r1, -1), np.sum(r0, -1), atol=1e-5)
-    assert np.all(np.sum(c0, -1)[:3] < 0)
+    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, s), tc)
+    for side, apart, shared in (("chosen", c0, c1), ("rejected", r0, r1)):
+        want = np.asarray(apart)[b[f"{side}_loss_weights"] > 0]
+        got = np.asarray(shared)[s[f"shared_{side}_loss_weights"] > 0]
+        assert len(want) == len(got) > 0 and np.all(want < 0)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    if long:   # (the short batch's pair with different prompts needs both rows whole)
+        assert s["shared_input_tokens"].shape[1] < 2 * b["chosen_input_tokens"].shape[1]
 
 
-@pytest.mark.parametrize("loss,ref", [("dpo", True), ("rpo", True), ("ipo", False)])
-def test_train_steps_equal_separate_rows(loss, ref):
-    """Two steps with a live reference (or precomputed reference log-probs): the same
-    parameters (<= 1e-5) and metrics as the unshared batch (reward accuracy from the
+@pytest.mark.parametrize("loss,ref,accum", [("dpo", True, 1), ("rpo", True, 2), ("ipo", False, 1)])
+def test_train_steps_equal_separate_rows(loss, ref, accum):
+    """Two steps with a live reference (or precomputed reference log-probs), RPO with 2
+    accumulated micro-batches: the same parameters (<= 1e-5) and metrics as the unshared
+    batch (reward accuracy from the
     second step: in the first the live reference equals the policy, margins are rounding)."""
     batches = [pairs(i, SPECS) for i in range(2)]
     if not ref:
         batches = [dict(b, ref_chosen_logps=np.full(4, -30.0, np.float32),
                         ref_rejected_logps=np.full(4, -31.0, np.float32)) for b in batches]
-    apart, ma = run(train_cfg(loss=loss), batches, ref=ref)
-    shared, ms = run(train_cfg(loss=loss), [share_prompts(b, shared_length(b, 8)) for b in batches], ref=ref)
+    tc = train_cfg(loss=loss, grad_accum=accum)
+    apart, ma = run(tc, batches, ref=ref)
+    shared, ms = run(tc, [share_prompts(b, shared_length(b, 8)) for b in batches], ref=ref)
     _close(apart, shared, 1e-5)
     for i, (a, s) in enumerate(zip(ma, ms)):
         assert set(a) == set(s)

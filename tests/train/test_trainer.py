@@ -1,6 +1,7 @@
 """The trainer end to end on a tiny model: learning happens, resume is exact."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,16 +61,17 @@ def test_dpo_with_shared_prompts_equals_separate_rows(tiny_model, tmp_path):
     """train.shared_prompt on the bundled preference pairs: their prompts are shared (rows
     shorter than the two they replace), and the losses and metrics of 3 steps equal those
     of the separate rows within 1e-5 (fp32)."""
-    from findap_jax.data.pipeline import make_iterator
     over = {"train.steps": "3", "train.lr": "3e-3", "train.warmup": "0", "data.batch_size": "8"}
-    runs = {}
+    runs, logs = {}, []
     for shared in ("true", "false"):
         trainer = Trainer(_cfg("configs/dpo.py", tiny_model, **over, **{"train.shared_prompt": shared}),
-                          tmp_path / shared, log=lambda *_: None)
-        if shared == "true":
-            rows = trainer._share_prompts(next(make_iterator(trainer.cfg.data, "train")))
-            assert rows["shared_input_tokens"].shape[1] < 2 * 256
+                          tmp_path / shared, log=lambda m: logs.append(str(m)))
         runs[shared] = trainer.run()
+        if shared == "true":   # every step ran prompt-shared rows, shorter than the two rows they replace
+            shapes = [m for m in logs if m.startswith("preference rows:")]
+            assert shapes and all("prompt-shared" in m for m in shapes), shapes
+            assert all(int(re.search(r"(\d+) tokens", m).group(1)) < 2 * 256 for m in shapes), shapes
+    assert len(runs["true"]) == len(runs["false"]) == 3
     for a, b in zip(runs["true"], runs["false"]):
         for k in ("loss", "rewards/margins", "rewards/chosen", "logps/rejected", "grad_norm"):
             assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(b[k])), (k, a[k], b[k])
