@@ -73,6 +73,13 @@ def pair_batch(b, n, vocab, rng, weighted=1.0, prompt=0.0):
     return {**{f"chosen_{k}": v for k, v in c.items()}, **{f"rejected_{k}": v for k, v in r.items()}}
 
 
+def pair_rows(b, n, vocab, rng, weighted, prompt, shared_multiple):
+    """pair_batch's pairs as the trainer feeds them: prompt-shared rows padded to a multiple
+    of `shared_multiple` where that pays (0: train.shared_prompt off, separate rows)."""
+    batch = pair_batch(b, n, vocab, rng, weighted, prompt)
+    return share_if_worth_it(batch, shared_length(batch, shared_multiple)) if shared_multiple else batch
+
+
 def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=None,
                weighted=1.0, compiler_options=None, prompt=0.0, shared_multiple=None):
     """(jitted step, state, batch, extra args) of one of our train steps (the state is donated);
@@ -93,9 +100,8 @@ def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk
         batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng, weighted))
         extra = ()
     else:
-        batch = pair_batch(b, n, cfg.vocab_size, rng, weighted, prompt)
-        if tc.shared_prompt:   # as the trainer does on the host
-            batch = share_if_worth_it(batch, shared_length(batch, shared_multiple or tc.shared_row_multiple))
+        batch = pair_rows(b, n, cfg.vocab_size, rng, weighted, prompt,
+                          (shared_multiple or tc.shared_row_multiple) if tc.shared_prompt else 0)
         if kind == "dpo-pre":   # reference log-probs looked up, as train.reference=precomputed does
             batch.update(ref_chosen_logps=np.full(b, -900.0, np.float32),
                          ref_rejected_logps=np.full(b, -900.0, np.float32))
@@ -107,12 +113,11 @@ def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk
 
 
 def ours_tokens(cfg, kind, b, n, weighted, prompt, shared_multiple) -> int:
-    """Real tokens ours runs per step: a DPO batch built as build_ours builds it may come
-    out as prompt-shared rows, or stay separate where sharing would not pay."""
+    """Real tokens ours runs per step: the DPO rows build_ours builds may come out
+    prompt-shared, or stay separate where sharing would not pay."""
     if kind == "lm":
         return b * n
-    batch = pair_batch(b, n, cfg.vocab_size, np.random.default_rng(0), weighted, prompt)
-    rows = share_if_worth_it(batch, shared_length(batch, shared_multiple))
+    rows = pair_rows(b, n, cfg.vocab_size, np.random.default_rng(0), weighted, prompt, shared_multiple)
     if "shared_segment_ids" in rows:
         return int((rows["shared_segment_ids"] > 0).sum())
     return 2 * b * n
@@ -210,7 +215,7 @@ def main():
     print(f"{args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs), {args.dtype} compute, "
           f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}, head_chunk "
           f"{args.head_chunk}, {args.weighted:.0%} of positions trained on, DPO pairs sharing a prompt of "
-          f"{round(args.prompt * args.seq)} tokens (ours: rows padded to a multiple of {args.shared_multiple}); "
+          f"{p} tokens (ours: rows padded to a multiple of {args.shared_multiple}); "
           f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")

@@ -257,8 +257,10 @@ class Trainer:
         return rows
 
     def _count_tokens(self, batch) -> int:
-        if "segment_ids" in batch:
-            return int((batch["segment_ids"] > 0).sum())
+        """Real (non-padding) tokens of an LM, preference or prompt-shared preference batch."""
+        for key in ("segment_ids", "shared_segment_ids"):
+            if key in batch:
+                return int((batch[key] > 0).sum())
         return int((batch["chosen_segment_ids"] > 0).sum() + (batch["rejected_segment_ids"] > 0).sum())
 
     def eval_loss(self) -> float | None:
@@ -332,11 +334,10 @@ class Trainer:
                 if self.ref_table is not None:
                     from findap_jax.train.reference import attach
                     batch = attach(batch, self.ref_table)
-                tokens = computed = self._count_tokens(batch) * jax.process_count()
+                tokens = self._count_tokens(batch) * jax.process_count()
                 if tc.loss in PREF_LOSSES and tc.shared_prompt:
                     batch = self._share_prompts(batch)
-                    if "shared_segment_ids" in batch:
-                        computed = int((batch["shared_segment_ids"] > 0).sum()) * jax.process_count()
+                computed = self._count_tokens(batch) * jax.process_count()   # what the step runs
                 t0 = time.perf_counter()
                 args = (self.state, self._global_batch(batch))
                 if self.ref_params is not None:
