@@ -1,6 +1,7 @@
 """A/B one train step of the working tree against a git revision, in one process.
 
     python bench/ab_commit.py [--against HEAD] [--kind lm|dpo|dpo-pre] [--rounds 4] [--weighted 1.0] [--settle 1]
+                                [--dtype float32|bfloat16]
 
 The revision's `findap_jax/` is exported with `git archive` into a temporary folder and
 imported as `findap_jax_old` (its absolute imports renamed), so both versions build their
@@ -52,10 +53,11 @@ def main():
     ap.add_argument("--weighted", type=float, default=1.0)
     ap.add_argument("--preset", default="smollm2-135m")
     ap.add_argument("--settle", type=int, default=1, help="untimed steps before each timed one")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     args = ap.parse_args()
     reexec_with_host_malloc()
     from findap_jax.model import get_preset
-    new = train_step.ours(get_preset(args.preset), args.kind, 4, 512, weighted=args.weighted)
+    new = train_step.ours(get_preset(args.preset), args.kind, 4, 512, args.dtype, weighted=args.weighted)
     new()    # traced and compiled before the module globals below point at the old package
     with tempfile.TemporaryDirectory() as tmp:
         old_pkg = import_revision(args.against, Path(tmp))
@@ -65,10 +67,10 @@ def main():
                                 split_model=old_pkg.train.step.split_model,
                                 make_optimizer=old_pkg.train.optim.make_optimizer).items():
             setattr(train_step, name, value)
-        old = train_step.ours(old_pkg.model.get_preset(args.preset), args.kind, 4, 512, weighted=args.weighted)
+        old = train_step.ours(old_pkg.model.get_preset(args.preset), args.kind, 4, 512, args.dtype, weighted=args.weighted)
         old()
         med, ratio = interleaved_times({"old": old, "new": new}, args.rounds, settle=args.settle)
-    print(f"{args.kind} vs {args.against}: s/step old {med['old']:.2f}, new {med['new']:.2f}; "
+    print(f"{args.kind} ({args.dtype}) vs {args.against}: s/step old {med['old']:.2f}, new {med['new']:.2f}; "
           f"per-round new/old {ratio['new']:.3f}")
 
 

@@ -22,7 +22,7 @@ from flax import nnx, struct
 
 from findap_jax.model.config import LlamaConfig
 from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cache_slots, cache_write, matmul, param,
-                                     rope_inv_freq)
+                                     rope_inv_freq, rope_tables)
 from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
 
@@ -159,7 +159,7 @@ class Llama(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = constrain(x, ("batch", "length", "act_embed"), self.rules)
-        inv_freq = rope_inv_freq(cfg)
+        rope = rope_tables(positions, rope_inv_freq(cfg))
 
         causal = cache is None or prefill
         if branch_ids is not None and (cache is not None or self.attention == "splash"):
@@ -192,23 +192,23 @@ class Llama(nnx.Module):
 
         graphdef, layer_state = nnx.split(self.layers)
         if layers is not None:
-            x, new_kv = self._unrolled(graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index,
+            x, new_kv = self._unrolled(graphdef, layers, x, rope, mask, kv_in, cache_index,
                                        prefill, causal, prefix)
         else:
-            x, new_kv = self._scanned(graphdef, layer_state, x, positions, inv_freq, mask, kv_in,
+            x, new_kv = self._scanned(graphdef, layer_state, x, rope, mask, kv_in,
                                       cache_index, prefill, causal, prefix)
         x = self.final_norm(x)
         if cache is None:
             return x, None
         return x, cache.replace(k=new_kv[0], v=new_kv[1], valid=valid, index=cache_index + t)
 
-    def _scanned(self, graphdef, layer_state, x, positions, inv_freq, mask, kv_in, cache_index, prefill,
+    def _scanned(self, graphdef, layer_state, x, rope, mask, kv_in, cache_index, prefill,
                  causal, prefix=None):
         """Layers under `lax.scan`; the cache rides in the carry and only the new slots are
         written (no per-step copy of the whole cache through the scan's outputs)."""
         if kv_in is None:
             def body(h, st):
-                h, _ = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, causal=causal)
+                h, _ = nnx.merge(graphdef, st)(h, rope, mask, causal=causal)
                 return h, None
             if self.remat != "none":
                 body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
@@ -219,14 +219,14 @@ class Llama(nnx.Module):
             h, ks, vs = carry
             st, i = xs
             if prefill:   # attend over the new tokens; their k/v are what gets written
-                h, (k_new, v_new) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, causal=causal)
+                h, (k_new, v_new) = nnx.merge(graphdef, st)(h, rope, mask, causal=causal)
             else:
                 kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False),
                       jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
                 pre = None if prefix is None else (
                     jax.lax.dynamic_index_in_dim(prefix[0], i, keepdims=False),
                     jax.lax.dynamic_index_in_dim(prefix[1], i, keepdims=False)) + prefix[2:]
-                h, (k, v) = nnx.merge(graphdef, st)(h, positions, inv_freq, mask, kv, cache_index, prefix=pre)
+                h, (k, v) = nnx.merge(graphdef, st)(h, rope, mask, kv, cache_index, prefix=pre)
                 k_new, v_new = cache_slots(k, cache_index, t, keys=True), cache_slots(v, cache_index, t, keys=False)
             ks = cache_write(ks, k_new, cache_index, keys=True, layer=i)
             vs = cache_write(vs, v_new, cache_index, keys=False, layer=i)
@@ -246,7 +246,7 @@ class Llama(nnx.Module):
         cpu_low_precision = jax.default_backend() == "cpu" and jnp.dtype(self.dtype) != jnp.float32
         return self.cfg.num_layers if cpu_low_precision else 1
 
-    def _unrolled(self, graphdef, layers, x, positions, inv_freq, mask, kv_in, cache_index, prefill, causal,
+    def _unrolled(self, graphdef, layers, x, rope, mask, kv_in, cache_index, prefill, causal,
                   prefix=None):
         """Layers in a Python loop over per-layer weight buffers (decoding on CPU)."""
         if len(layers) != self.cfg.num_layers:
@@ -257,7 +257,7 @@ class Llama(nnx.Module):
         for i, st in enumerate(layers):
             kv = None if kv_in is None or prefill else (kv_in[0][i], kv_in[1][i])
             pre = None if prefix is None else (prefix[0][i], prefix[1][i]) + prefix[2:]
-            x, (k, v) = nnx.merge(graphdef, st)(x, positions, inv_freq, mask, kv, cache_index, causal, pre)
+            x, (k, v) = nnx.merge(graphdef, st)(x, rope, mask, kv, cache_index, causal, pre)
             if prefill:
                 k = cache_write(kv_in[0][i], k, cache_index, keys=True)
                 v = cache_write(kv_in[1][i], v, cache_index, keys=False)

@@ -7,12 +7,31 @@ import pytest
 from flax import nnx
 
 from findap_jax.model import Llama, get_preset
-from findap_jax.model.layers import (attend, attend_cached, attend_reference, matmul, rms_norm, swiglu,
-                                      to_cache_layout)
+from findap_jax.model.layers import (apply_rope, attend, attend_cached, attend_reference, matmul, rms_norm,
+                                      rope_inv_freq, rope_tables, swiglu, to_cache_layout)
 
 
 def _rand(key, *shape):
     return jax.random.normal(jax.random.PRNGKey(key), shape, jnp.float32)
+
+
+def test_rope_equals_rotate_half_in_numpy_and_its_gradient_the_inverse_rotation():
+    """The shared cos/sin tables (a conditional on CPU) rotate each (x_i, x_{i+D/2}) pair by
+    position * inv_freq_i, as HF's rotate_half does; positions need not be sorted (packed rows)."""
+    cfg = get_preset("tiny")
+    inv = rope_inv_freq(cfg)
+    pos = jnp.asarray([[0, 1, 2, 3, 0, 1], [7, 300, 5, 4096, 2, 9]], jnp.int32)
+    x = _rand(3, 2, 6, 4, cfg.head_dim)
+    got = jax.jit(lambda x, p: apply_rope(x, rope_tables(p, inv)))(x, pos)
+    ang = np.asarray(pos, np.float64)[..., None, None] * np.asarray(inv, np.float64)   # [B, T, 1, D/2]
+    x1, x2 = np.split(np.asarray(x, np.float64), 2, axis=-1)
+    want = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+    np.testing.assert_allclose(got, want, atol=2e-5)   # fp32 angles up to 4096 rad
+    assert apply_rope(x.astype(jnp.bfloat16), rope_tables(pos, inv)).dtype == jnp.bfloat16
+    # a rotation's transpose is the inverse rotation: the gradient of <rope(x), g> is rope_{-p}(g)
+    g = _rand(4, 2, 6, 4, cfg.head_dim)
+    grad = jax.grad(lambda x: jnp.sum(apply_rope(x, rope_tables(pos, inv)) * g))(x)
+    np.testing.assert_allclose(grad, apply_rope(g, rope_tables(-pos, inv)), atol=1e-5)
 
 
 @pytest.mark.parametrize("transpose_w", [False, True])
