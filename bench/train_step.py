@@ -173,12 +173,19 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
                 with torch.no_grad():
                     r = logps(ref, both) if kind == "dpo" else torch.full((2 * b,), -900.0)
                 p = logps(model, both)
-            margin = 0.1 * ((p[:b] - r[:b]) - (p[b:] - r[b:]))
-            loss = -torch.nn.functional.logsigmoid(margin).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+            torch_dpo_update(p, r, b, opt)
     return run
+
+
+def torch_dpo_update(policy, ref, n, opt):
+    """TRL's sigmoid DPO loss (beta 0.1) from the policy's and the reference's summed
+    log-probs of [n chosen; n rejected] rows, its backward pass and one optimizer step."""
+    import torch
+    margin = 0.1 * ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:]))
+    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
 
 
 def main():
