@@ -121,9 +121,9 @@ def rope_tables(positions, inv_freq):
     On CPU they come out of a conditional (whose predicate always holds) so that they are
     materialised: XLA:CPU otherwise fuses the cos and sin into every rotation that reads
     them and evaluates them there once per head and element (60 rotations per SmolLM2
-    forward; an optimization barrier is expanded before fusion and does not stop it).
-    That recomputation was ~4% of a bf16 train step at 4 x 512 (A/B: 0.959x the step time),
-    nothing measurable in fp32."""
+    forward; with an optimization barrier around the tables, the compiled rotations still
+    held them). That recomputation was ~4% of a bf16 train step at 4 x 512 (A/B: 0.959x
+    the step time), nothing measurable in fp32."""
     freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
 
     def tables(f):
