@@ -36,26 +36,24 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from timing import cpu_summary  # bench/ is on sys.path when run as a script
-from train_step import torch_dpo_update
+from train_step import our_step, torch_dpo_update, torch_training
 
 from findap_jax import defaults, load_pretrained
 from findap_jax.checkpoints.hub import smollm2_gguf
 from findap_jax.config import load_config
 from findap_jax.data.pipeline import make_iterator, register
 from findap_jax.host_malloc import reexec_with_host_malloc
-from findap_jax.model import Llama, get_preset
-from findap_jax.train.optim import make_optimizer
+from findap_jax.model import get_preset
 from findap_jax.train.shared_prompt import share_if_worth_it, shared_length
-from findap_jax.train.step import init_state, make_train_step, split_model
 
 _FIELDS = ("input_tokens", "target_tokens", "loss_weights", "segment_ids", "positions")
 
 
-def real_batches(mixture: str, seq: int, batch: int, count: int) -> list[dict]:
-    """The first `count` batches of the mixture's preference pairs, as the trainer reads them."""
+def real_batches(mixture: str, seq: int, batch: int, count: int | None = None) -> list[dict]:
+    """The first `count` (None: all) whole batches of the mixture's preference pairs, as the
+    trainer reads them (shuffled, SmolLM2's tokenizer, configs/dpo.py)."""
     cfg = load_config("configs/dpo.py", [f"data.mixture={mixture}", f"data.seq_len={seq}",
                                          f"data.batch_size={batch}", f"model.path={smollm2_gguf()}"])
     _, tokenizer = load_pretrained(cfg.model.path)
@@ -65,6 +63,8 @@ def real_batches(mixture: str, seq: int, batch: int, count: int) -> list[dict]:
         out.append({f"{side}_{f}": np.asarray(b[f"{side}_{f}"]) for side in ("chosen", "rejected") for f in _FIELDS})
         if len(out) == count:
             return out
+    if count is None:
+        return out
     raise ValueError(f"{mixture} has fewer than {count} batches of {batch} pairs at seq {seq}")
 
 
@@ -74,12 +74,8 @@ def real_tokens(b: dict) -> int:
 
 def ours(cfg, batches, multiple, dtype):
     """One callable per batch: the trainer's DPO step on the trainer's rows for it."""
-    tc = defaults.train_config()
-    tc.update(dict(loss="dpo", steps=1000, warmup=0, schedule="constant", lr=1e-5))
-    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype)))
-    tx, sched = make_optimizer(tc)
-    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0)
-    holder, ref = [init_state(params, tx)], jax.tree.map(jnp.copy, params)
+    step, state, params, _ = our_step(cfg, "dpo", dtype)
+    holder, ref = [state], jax.tree.map(jnp.copy, params)
     rows = [jax.tree.map(jnp.asarray, share_if_worth_it(b, shared_length(b, multiple))) for b in batches]
     positions = sum(r["shared_input_tokens"].size if "shared_input_tokens" in r else 2 * r["chosen_input_tokens"].size
                     for r in rows)
@@ -96,17 +92,9 @@ def ours(cfg, batches, multiple, dtype):
 def trl_style(cfg, batches, dtype, with_mask=True):
     """One callable per batch: a TRL-style DPO step in transformers on the batch's rows cut
     to its longest real row (with their attention mask, as TRL, or causal only)."""
-    import contextlib
-
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    hf = cfg.to_hf()
-    hf.pop("architectures", None)
-    model = LlamaForCausalLM(LlamaConfig(**hf)).train()
-    ref = LlamaForCausalLM(LlamaConfig(**hf)).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+    model, make_ref, opt, autocast = torch_training(cfg, dtype)
+    ref = make_ref()
     positions = 0
 
     def make(b):

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from findap_jax import load_pretrained
-from findap_jax.checkpoints.hub import smollm2_gguf
-from findap_jax.config import load_config
-from findap_jax.data.pipeline import make_iterator, register
+from dpo_real_pairs import real_batches  # bench/ is on sys.path when run as a script
+
 from findap_jax.train.shared_prompt import shared_length, worth_sharing
 
 
@@ -30,11 +28,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--multiples", default="16,32,64,128")
     args = ap.parse_args()
-    cfg = load_config("configs/dpo.py", [f"data.mixture={args.mixture}", f"data.seq_len={args.seq}",
-                                         f"data.batch_size={args.batch}", f"model.path={smollm2_gguf()}"])
-    _, tokenizer = load_pretrained(cfg.model.path)
-    register(cfg.data, tokenizer)
-    batches = list(make_iterator(cfg.data, "train", num_epochs=1, shuffle=True, drop_remainder=True))
+    batches = real_batches(args.mixture, args.seq, args.batch)
     separate = sum(2 * b["chosen_input_tokens"].size for b in batches)
     real = sum(int((b["chosen_segment_ids"] > 0).sum() + (b["rejected_segment_ids"] > 0).sum()) for b in batches)
     print(f"{args.mixture}, seq {args.seq}, batches of {args.batch} pairs: {len(batches)} batches; separate rows "

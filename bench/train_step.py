@@ -80,21 +80,28 @@ def pair_rows(b, n, vocab, rng, weighted, prompt, shared_multiple):
     return share_if_worth_it(batch, shared_length(batch, shared_multiple)) if shared_multiple else batch
 
 
+def our_step(cfg, loss, dtype="float32", param_dtype="float32", compiler_options=None, **train):
+    """(jitted step, initial state, params, train config) of the trainer's step for `loss` with
+    AdamW at a constant lr, random weights of cfg's shapes; `train` overrides train.* keys.
+    The state is donated to the step."""
+    tc = defaults.train_config()
+    tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, **train))
+    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
+                                                 param_dtype=jnp.dtype(param_dtype)))
+    tx, sched = make_optimizer(tc)
+    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0, compiler_options=compiler_options)
+    return step, init_state(params, tx), params, tc
+
+
 def build_ours(cfg, kind, b, n, dtype="float32", param_dtype="float32", ce_chunk=0, head_chunk=None,
                weighted=1.0, compiler_options=None, prompt=0.0, shared_multiple=None):
     """(jitted step, state, batch, extra args) of one of our train steps (the state is donated);
     head_chunk None = the trainer's default. DPO pairs share a prompt of `prompt` x n
     tokens, run as prompt-shared rows when train.shared_prompt (the default) is on, padded
     to a multiple of `shared_multiple` (None: the trainer's train.shared_row_multiple)."""
-    tc = defaults.train_config()
-    loss = "dpo" if kind == "dpo-pre" else kind
-    tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, ce_chunk=ce_chunk,
-                   head_chunk=tc.head_chunk if head_chunk is None else head_chunk))
-    graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
-                                                 param_dtype=jnp.dtype(param_dtype)))
-    tx, sched = make_optimizer(tc)
-    step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0, compiler_options=compiler_options)
-    state = init_state(params, tx)
+    train = dict(ce_chunk=ce_chunk) if head_chunk is None else dict(ce_chunk=ce_chunk, head_chunk=head_chunk)
+    step, state, params, tc = our_step(cfg, "dpo" if kind == "dpo-pre" else kind, dtype, param_dtype,
+                                       compiler_options, **train)
     rng = np.random.default_rng(0)
     if kind == "lm":
         batch = jax.tree.map(jnp.asarray, lm_batch(b, n, cfg.vocab_size, rng, weighted))
@@ -137,19 +144,8 @@ def ours(cfg, kind, b, n, *args, **kw):
 def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0.0, **_):
     """One transformers step as a callable. transformers computes logits at every position
     whatever the mask (as TRL's trainers do), so the weighted fraction does not change its work."""
-    import contextlib
-
     import torch
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
-                else contextlib.nullcontext())
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    hf = cfg.to_hf()
-    hf.pop("architectures", None)
-    model = LlamaForCausalLM(LlamaConfig(**hf)).train()
-    if param_dtype == "bfloat16":
-        model = model.to(torch.bfloat16)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
+    model, make_ref, opt, autocast = torch_training(cfg, dtype, param_dtype)
     ids = torch.randint(0, cfg.vocab_size, (b, n))
     if kind == "lm":
         def run():
@@ -159,7 +155,7 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
             opt.step()
             opt.zero_grad()
     else:
-        ref = LlamaForCausalLM(LlamaConfig(**hf)).eval().to(model.dtype)
+        ref = make_ref()
         rejected = torch.randint(0, cfg.vocab_size, (b, n))
         rejected[:, :round(prompt * n)] = ids[:, :round(prompt * n)]   # the same work either way
         both = torch.cat([ids, rejected])
@@ -175,6 +171,25 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
                 p = logps(model, both)
             torch_dpo_update(p, r, b, opt)
     return run
+
+
+def torch_training(cfg, dtype="float32", param_dtype="float32"):
+    """(policy in train mode, a maker of frozen references, AdamW, autocast context) for a
+    transformers Llama of cfg's shapes, seeded; bf16 `param_dtype` casts the model, bf16
+    `dtype` computes under CPU autocast."""
+    import contextlib
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    hf = cfg.to_hf()
+    hf.pop("architectures", None)
+    model = LlamaForCausalLM(LlamaConfig(**hf)).train()
+    if param_dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+    return model, lambda: LlamaForCausalLM(LlamaConfig(**hf)).eval().to(model.dtype), opt, autocast
 
 
 def torch_dpo_update(policy, ref, n, opt):
