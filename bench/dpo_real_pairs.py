@@ -1,17 +1,19 @@
 """DPO on real preference pairs: findap-jax vs a TRL-style transformers step, same batches.
 
     python bench/dpo_real_pairs.py [--mixture findap_general_preference] [--seq 512] [--batch 4]
-                                   [--batches 6] [--rounds 2] [--multiple 64] [--dtype float32|bfloat16]
+                                   [--batches 6] [--rounds 2] [--multiple 64] [--no-pack]
+                                   [--dtype float32|bfloat16]
 
 `bench/train_step.py` times DPO on random rows of one fixed shape; real pairs vary in length
 and share their prompt, and both stacks use that. This takes --batches batches of the
 mixture as the trainer reads them (SmolLM2's tokenizer, rows of --seq, shuffled) and runs a
 live-reference DPO step with AdamW on each, SmolLM2-135M shapes, random weights:
 
-- findap-jax: the trainer's rows, `share_if_worth_it` — each pair as one prompt-shared row
-  padded to the batch's longest need rounded up to --multiple (train.shared_row_multiple),
-  or the separate rows where sharing would not pay. Each new row length compiles the step
-  once; the first pass over the batches (untimed) holds those compiles and is reported.
+- findap-jax: the trainer's rows, `share_if_worth_it` — each pair prompt-shared, rows of the
+  batch's longest need rounded up to --multiple (train.shared_row_multiple), the pairs that
+  fit packed into one row (train.pack_pairs; --no-pack: one pair per row), or the separate
+  rows where sharing would not pay. Each new row shape compiles the step once; the first
+  pass over the batches (untimed) holds those compiles and is reported.
 - transformers (TRL's DPOTrainer way, TRL 1.16): chosen and rejected rows concatenated, both
   sides cut to the batch's longest real row (TRL pads a batch to its longest) and passed
   with their attention mask, the frozen reference's forward without gradients, log-probs
@@ -72,11 +74,11 @@ def real_tokens(b: dict) -> int:
     return int((b["chosen_segment_ids"] > 0).sum() + (b["rejected_segment_ids"] > 0).sum())
 
 
-def ours(cfg, batches, multiple, dtype):
+def ours(cfg, batches, multiple, dtype, pack=True):
     """One callable per batch: the trainer's DPO step on the trainer's rows for it."""
     step, state, params, _ = our_step(cfg, "dpo", dtype)
     holder, ref = [state], jax.tree.map(jnp.copy, params)
-    rows = [jax.tree.map(jnp.asarray, share_if_worth_it(b, shared_length(b, multiple))) for b in batches]
+    rows = [jax.tree.map(jnp.asarray, share_if_worth_it(b, shared_length(b, multiple), pack)) for b in batches]
     positions = sum(r["shared_input_tokens"].size if "shared_input_tokens" in r else 2 * r["chosen_input_tokens"].size
                     for r in rows)
 
@@ -85,7 +87,8 @@ def ours(cfg, batches, multiple, dtype):
             holder[0], m = step(holder[0], r, ref)
             jax.block_until_ready(m["loss"])
         return run
-    shapes = {r["shared_input_tokens"].shape[1] if "shared_input_tokens" in r else "separate" for r in rows}
+    shapes = {"x".join(map(str, r["shared_input_tokens"].shape)) if "shared_input_tokens" in r else "separate"
+              for r in rows}
     return [make(r) for r in rows], positions, shapes
 
 
@@ -139,6 +142,7 @@ def main():
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--multiple", type=int, default=defaults.train_config().shared_row_multiple)
+    ap.add_argument("--no-pack", action="store_true", help="one pair per row (train.pack_pairs=false)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     reexec_with_host_malloc()
@@ -149,7 +153,7 @@ def main():
         batches = pool.apply(real_batches, (args.mixture, args.seq, args.batch, args.batches))
     tokens = sum(map(real_tokens, batches))
     full = 2 * args.batch * args.seq * len(batches)
-    mine, my_positions, shapes = ours(cfg, batches, args.multiple, args.dtype)
+    mine, my_positions, shapes = ours(cfg, batches, args.multiple, args.dtype, pack=not args.no_pack)
     stacks = {"findap-jax": mine}
     stacks["transformers"], their_positions = trl_style(cfg, batches, args.dtype)
     stacks["causal only"], _ = trl_style(cfg, batches, args.dtype, with_mask=False)
@@ -160,7 +164,7 @@ def main():
     t = time.perf_counter()
     for run in mine:
         run()
-    print(f"findap-jax first pass (compiles {len(shapes)} step shapes: {sorted(map(str, shapes))}): "
+    print(f"findap-jax first pass (compiles {len(shapes)} step shapes, rows x length: {sorted(shapes)}): "
           f"{time.perf_counter() - t:.1f} s")
     times = {name: [] for name in stacks}
     for _ in range(args.rounds):

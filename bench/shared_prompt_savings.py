@@ -8,7 +8,8 @@ Tokenizes the mixture with SmolLM2's tokenizer (the configs' default model), bat
 the trainer does (shuffled, whole batches) and counts, per epoch, the positions the
 policy runs: separate rows pad both sides to --seq; prompt-shared rows
 (`train.shared_prompt`) pad each batch to its longest pair's need rounded up to the
-multiple, or keep the separate rows where that is not worth it (`worth_sharing`). For
+multiple, or keep the separate rows where that is not worth it (`worth_sharing`); packed,
+the pairs that fit share those rows (`train.pack_pairs`, one device: any row count). For
 comparison: separate rows padded to their batch's longest row (same multiple) instead of
 to --seq, which is what trimming the padding alone would give.
 """
@@ -18,7 +19,7 @@ import argparse
 
 from dpo_real_pairs import real_batches  # bench/ is on sys.path when run as a script
 
-from findap_jax.train.shared_prompt import shared_length, worth_sharing
+from findap_jax.train.shared_prompt import pair_needs, plan_rows, shared_length, worth_sharing
 
 
 def main():
@@ -34,7 +35,7 @@ def main():
     print(f"{args.mixture}, seq {args.seq}, batches of {args.batch} pairs: {len(batches)} batches; separate rows "
           f"compute {separate} positions per epoch, {real / separate:.3f} of them real tokens")
     for m in map(int, args.multiples.split(",")):
-        shapes, computed, trimmed = set(), 0, 0
+        shapes, computed, trimmed, packed, packed_shapes = set(), 0, 0, 0, set()
         for b in batches:
             longest = max(int((b[f"{side}_segment_ids"] > 0).sum(1).max()) for side in ("chosen", "rejected"))
             trimmed += 2 * len(b["chosen_input_tokens"]) * min(args.seq, -(-longest // m) * m)
@@ -42,11 +43,17 @@ def main():
             if worth_sharing(b, length):
                 shapes.add(length)
                 computed += len(b["chosen_input_tokens"]) * length
+                rows = len(plan_rows(pair_needs(b), length))
+                packed_shapes.add((rows, length))
+                packed += rows * length
             else:
                 shapes.add("separate")
+                packed_shapes.add("separate")
                 computed += 2 * b["chosen_input_tokens"].size
+                packed += 2 * b["chosen_input_tokens"].size
         print(f"  multiple {m:4}: prompt-shared rows {computed / separate:.3f} of the separate rows' positions "
-              f"({len(shapes)} step shapes); separate rows padded to their batch's longest {trimmed / separate:.3f}")
+              f"({len(shapes)} step shapes), packed {packed / separate:.3f} ({len(packed_shapes)}); separate rows "
+              f"padded to their batch's longest {trimmed / separate:.3f}")
 
 
 if __name__ == "__main__":

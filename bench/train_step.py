@@ -75,9 +75,12 @@ def pair_batch(b, n, vocab, rng, weighted=1.0, prompt=0.0):
 
 def pair_rows(b, n, vocab, rng, weighted, prompt, shared_multiple):
     """pair_batch's pairs as the trainer feeds them: prompt-shared rows padded to a multiple
-    of `shared_multiple` where that pays (0: train.shared_prompt off, separate rows)."""
+    of `shared_multiple` where that pays, packed where pairs fit together (train.pack_pairs;
+    these pairs are all one length, so two fit a row only when the prompt is most of it);
+    0: train.shared_prompt off, separate rows."""
     batch = pair_batch(b, n, vocab, rng, weighted, prompt)
-    return share_if_worth_it(batch, shared_length(batch, shared_multiple)) if shared_multiple else batch
+    pack = defaults.train_config().pack_pairs
+    return share_if_worth_it(batch, shared_length(batch, shared_multiple), pack) if shared_multiple else batch
 
 
 def our_step(cfg, loss, dtype="float32", param_dtype="float32", compiler_options=None, **train):

@@ -65,6 +65,8 @@ def train_config() -> ml_collections.ConfigDict:
         shared_prompt=True,       # DPO/IPO/RPO: a pair's prompt computed once, its answers as two
                                   # branches of one row (train/shared_prompt.py); false with splash
         shared_row_multiple=64,   # prompt-shared rows are padded to a multiple of this (one compile each)
+        pack_pairs=True,          # pairs that fit share a prompt-shared row (a batch's B pairs in fewer
+                                  # rows; each new row count compiles the step once)
         seed=0,
     ))
 

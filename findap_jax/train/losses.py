@@ -220,6 +220,13 @@ def cross_entropy_from_stats(stats, targets, weights, *, z_loss: float = 0.0, la
     return loss, metrics
 
 
+def slot_sums(x, segment_ids, slots: int):
+    """Per-row sums of x [R, L] over each segment 1..slots: [R, slots] (segment 0, padding,
+    is dropped). The prompt-shared rows' pairs are their segments."""
+    one = lambda xr, sr: jax.ops.segment_sum(xr, sr, num_segments=slots + 1)[1:]  # noqa: E731
+    return jax.vmap(one)(x, segment_ids)
+
+
 def sequence_logps(logits, targets, weights):
     """Summed log-prob of the weighted (completion) tokens of each sequence: [B]."""
     return jnp.sum(token_logprobs(logits, targets) * weights.astype(jnp.float32), axis=-1)
@@ -231,11 +238,12 @@ PREFERENCE_LOSSES = ("dpo", "ipo", "rpo")
 def preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *,
                     kind: str = "dpo", beta: float = 0.1, label_smoothing: float = 0.0,
                     chosen_tokens=None, rejected_tokens=None, chosen_nll=None, alpha: float = 1.0,
-                    normalizer=None):
+                    normalizer=None, mask=None):
     """DPO (sigmoid, optional conservative label smoothing), IPO (length-normalised, as
     TRL), RPO = DPO + alpha * token-mean NLL of the chosen completions (`chosen_nll`).
-    Means are over pairs, or sums divided by `normalizer` (the global pair count when
-    this is one micro-batch). Returns (loss, metrics) with TRL's metric names."""
+    Means are over pairs (the entries where `mask` is 1, all without one), or sums divided
+    by `normalizer` (the global pair count when this is one micro-batch). Returns (loss,
+    metrics) with TRL's metric names."""
     if kind not in PREFERENCE_LOSSES:
         raise ValueError(f"unknown preference loss {kind!r}; choose one of {PREFERENCE_LOSSES}")
     chosen_ratio = chosen_logps - ref_chosen_logps
@@ -249,8 +257,9 @@ def preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected
     else:
         z = beta * (chosen_ratio - rejected_ratio)
         per_pair = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(z) - label_smoothing * jax.nn.log_sigmoid(-z)
-    n = chosen_logps.shape[0] if normalizer is None else normalizer
-    mean = lambda x: jnp.sum(x) / n  # noqa: E731
+    m = jnp.ones_like(chosen_logps) if mask is None else mask.astype(jnp.float32)
+    n = jnp.sum(m) if normalizer is None else normalizer
+    mean = lambda x: jnp.sum(x * m) / n  # noqa: E731
     loss = mean(per_pair)
     metrics = {}
     if kind == "rpo":

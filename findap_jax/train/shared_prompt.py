@@ -18,6 +18,14 @@ smaller multiple wastes fewer padded positions and compiles more often. A batch 
 rows would come out longer than `WORTH_IT` x T keeps its separate rows: a longer row's
 attention grows with its square (a 2T row attends ~2x the pairs of two T rows), which
 outweighs a few saved tokens.
+
+Pairs that fit share a row (`train.pack_pairs`): real pairs vary in length (the bundled
+HH-RLHF needs range 89-978 tokens at T = 512), and a batch padded to its longest pair is
+mostly padding, so `plan_rows` puts each batch's pairs into as few rows of that length as
+hold them (first fit, longest first), each pair a segment of its own (ids 1, 2, ... in its
+row). `shared_pair_mask` [rows, B] marks the (row, segment) slots that hold a pair; the
+losses sum each slot's log-probs, so the step still sees exactly the batch's B pairs. A
+new (rows, length) shape compiles the step once.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import numpy as np
 SIDES = ("chosen", "rejected")
 ROW_FIELDS = ("input_tokens", "target_tokens", "loss_weights", "segment_ids", "positions")
 SHARED_PREFIX = "shared_"
+REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 WORTH_IT = 1.75
 
 
@@ -51,11 +60,15 @@ def _split(batch: dict, i: int) -> tuple[int, int, int]:
     return nc, nr, min(common, fc, fr)
 
 
+def pair_needs(batch: dict) -> list[int]:
+    """Tokens each pair's prompt-shared sequence takes."""
+    return [nc + nr - s for nc, nr, s in (_split(batch, i) for i in range(len(batch["chosen_input_tokens"])))]
+
+
 def shared_length(batch: dict, multiple: int) -> int:
     """Row length the pairs of `batch` need, rounded up to `multiple` and capped at two rows."""
     t = batch["chosen_input_tokens"].shape[1]
-    need = max([nc + nr - s for nc, nr, s in (_split(batch, i) for i in range(len(batch["chosen_input_tokens"])))],
-               default=0)
+    need = max(pair_needs(batch), default=0)
     return max(1, min(2 * t, -(-need // multiple) * multiple))
 
 
@@ -63,36 +76,80 @@ def worth_sharing(batch: dict, length: int) -> bool:
     return length <= WORTH_IT * batch["chosen_input_tokens"].shape[1]
 
 
-def share_if_worth_it(batch: dict, length: int) -> dict:
-    """`share_prompts(batch, length)`, or the batch as it is when that would not save work."""
-    return share_prompts(batch, length) if worth_sharing(batch, length) else batch
+def plan_rows(needs: list[int], length: int, pack: bool = True) -> list[list[int]]:
+    """Which pairs go into which row: one pair per row, or (`pack`) first fit of the pairs,
+    longest first, into rows of `length` tokens. Deterministic for the same needs."""
+    if not pack:
+        return [[i] for i in range(len(needs))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(needs)), key=lambda i: -needs[i]):
+        if needs[i] > length:
+            raise ValueError(f"pair {i} needs a shared row of {needs[i]} tokens; the row length is {length}")
+        at = next((r for r, free in enumerate(room) if free >= needs[i]), None)
+        if at is None:
+            rows.append([])
+            room.append(length)
+            at = len(rows) - 1
+        rows[at].append(i)
+        room[at] -= needs[i]
+    return rows
 
 
-def share_prompts(batch: dict, length: int) -> dict:
-    """The `shared_*` rows (`length` long) of a padded preference batch (other keys, e.g. precomputed
-    reference log-probs, pass through): input/target tokens, positions, segment ids (1 on
-    every real token), branch ids, and chosen/rejected loss weights on their branches."""
+def share_if_worth_it(batch: dict, length: int, pack: bool = False) -> dict:
+    """`share_prompts(batch, length, ...)` (pairs packed into shared rows with `pack`), or the
+    batch as it is when that would not save work."""
+    if not worth_sharing(batch, length):
+        return batch
+    return share_prompts(batch, length, plan_rows(pair_needs(batch), length, pack))
+
+
+def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,
+                  num_rows: int | None = None) -> dict:
+    """The `shared_*` rows (`num_rows` x `length`; default one row per pair) of a padded
+    preference batch: input/target tokens, positions, segment ids (the pair's slot in its row
+    + 1 on every real token), branch ids, chosen/rejected loss weights on their branches,
+    and `shared_pair_mask` [num_rows, B] (1 on slots that hold a pair). `rows[r]` lists the
+    pairs of row r (`plan_rows`); rows past them stay empty. Precomputed reference
+    log-probs [B] move to their pairs' slots, [num_rows, B]; other keys pass through."""
     b = len(batch["chosen_input_tokens"])
-    out = {f"{SHARED_PREFIX}{k}": np.zeros((b, length), batch[f"chosen_{k}"].dtype)
+    rows = [[i] for i in range(b)] if rows is None else rows
+    num_rows = len(rows) if num_rows is None else num_rows
+    if num_rows < len(rows):
+        raise ValueError(f"{len(rows)} rows of pairs do not fit num_rows={num_rows}")
+    out = {f"{SHARED_PREFIX}{k}": np.zeros((num_rows, length), batch[f"chosen_{k}"].dtype)
            for k in ("input_tokens", "target_tokens", "segment_ids", "positions")}
-    out[f"{SHARED_PREFIX}branch_ids"] = np.zeros((b, length), np.int32)
+    out[f"{SHARED_PREFIX}branch_ids"] = np.zeros((num_rows, length), np.int32)
+    out[f"{SHARED_PREFIX}pair_mask"] = np.zeros((num_rows, b), np.int32)
     for side in SIDES:
-        out[f"{SHARED_PREFIX}{side}_loss_weights"] = np.zeros((b, length), batch[f"{side}_loss_weights"].dtype)
-    for i in range(b):
-        nc, nr, s = _split(batch, i)
-        if nc + nr - s > length:
-            raise ValueError(f"pair {i} needs a shared row of {nc + nr - s} tokens; the row length is {length}")
-        spans = [("chosen", 0, 0, s), ("chosen", 1, s, nc), ("rejected", 2, s, nr)]
+        out[f"{SHARED_PREFIX}{side}_loss_weights"] = np.zeros((num_rows, length), batch[f"{side}_loss_weights"].dtype)
+    refs = [k for k in REF_KEYS if k in batch]
+    for k in refs:
+        out[k] = np.zeros((num_rows, b), np.float32)
+    for r, members in enumerate(rows):
         at = 0
-        for side, branch, lo, hi in spans:
-            dst = slice(at, at + hi - lo)
-            for k in ("input_tokens", "target_tokens", "segment_ids", "positions"):
-                out[f"{SHARED_PREFIX}{k}"][i, dst] = batch[f"{side}_{k}"][i, lo:hi]
-            out[f"{SHARED_PREFIX}branch_ids"][i, dst] = branch
-            if branch:
-                out[f"{SHARED_PREFIX}{side}_loss_weights"][i, dst] = batch[f"{side}_loss_weights"][i, lo:hi]
-            at += hi - lo
-    rest = {k: v for k, v in batch.items() if not any(k == f"{side}_{f}" for side in SIDES for f in ROW_FIELDS)}
+        for slot, i in enumerate(members):
+            nc, nr, s = _split(batch, i)
+            if at + nc + nr - s > length:
+                left = f"the row length is {length}" if at == 0 else f"row {r} has {length - at} of {length} left"
+                raise ValueError(f"pair {i} needs a shared row of {nc + nr - s} tokens; {left}")
+            for side, branch, lo, hi in [("chosen", 0, 0, s), ("chosen", 1, s, nc), ("rejected", 2, s, nr)]:
+                dst = slice(at, at + hi - lo)
+                for k in ("input_tokens", "target_tokens", "positions"):
+                    out[f"{SHARED_PREFIX}{k}"][r, dst] = batch[f"{side}_{k}"][i, lo:hi]
+                out[f"{SHARED_PREFIX}segment_ids"][r, dst] = slot + 1
+                out[f"{SHARED_PREFIX}branch_ids"][r, dst] = branch
+                if branch:
+                    out[f"{SHARED_PREFIX}{side}_loss_weights"][r, dst] = batch[f"{side}_loss_weights"][i, lo:hi]
+                at += hi - lo
+            out[f"{SHARED_PREFIX}pair_mask"][r, slot] = 1
+            for k in refs:
+                out[k][r, slot] = batch[k][i]
+    placed = sorted(i for members in rows for i in members)
+    if placed != list(range(b)):
+        raise ValueError(f"rows must hold each of the {b} pairs once, got {rows}")
+    rest = {k: v for k, v in batch.items() if k not in refs and not any(
+        k == f"{side}_{f}" for side in SIDES for f in ROW_FIELDS)}
     return {**rest, **out}
 
 

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from findap_jax import defaults
 from findap_jax.parallel.sharding import batch_shards, constrain
 from findap_jax.train.losses import (chunked_token_stats, cross_entropy_from_stats, per_document_sums,
-                                     preference_loss, weighted_token_stats)
+                                     preference_loss, slot_sums, weighted_token_stats)
 from findap_jax.train.shared_prompt import pair_side
 
 LM_LOSSES = ("lm",)
@@ -54,7 +54,9 @@ def normalizers(batch, kind: str) -> dict:
         w = batch["loss_weights"].astype(jnp.float32)
         return {"tokens": jnp.sum(w)}
     w = pair_side(batch, "chosen", "loss_weights")
-    return {"pairs": jnp.asarray(w.shape[0], jnp.float32), "chosen_tokens": jnp.sum(w.astype(jnp.float32))}
+    pairs = (jnp.sum(batch["shared_pair_mask"].astype(jnp.float32)) if "shared_pair_mask" in batch
+             else jnp.asarray(w.shape[0], jnp.float32))
+    return {"pairs": pairs, "chosen_tokens": jnp.sum(w.astype(jnp.float32))}
 
 
 def _sequence_count(batch):
@@ -110,21 +112,32 @@ def pair_logps(model, mb, tc=None):
     return lp[:b], lp[b:]
 
 
+def pair_sums(mb, per_token):
+    """Per-pair sums of per-token values ([B, L] for separate rows) and the pair mask: [B] and
+    None for separate rows; for prompt-shared rows [R, L] -> the [R * B] (row, slot) sums
+    of each row's segments (`share_prompts`) and `shared_pair_mask` flattened alike."""
+    if "shared_pair_mask" not in mb:
+        return jnp.sum(per_token, -1), None
+    mask = mb["shared_pair_mask"]
+    return slot_sums(per_token, mb["shared_segment_ids"], mask.shape[1]).reshape(-1), mask.reshape(-1)
+
+
 def pref_loss(model, mb, norms, tc, ref_model=None):
     chosen_lp, rejected_lp = pair_logps(model, mb, tc)
+    sums = lambda x: pair_sums(mb, x)[0]  # noqa: E731
     if "ref_chosen_logps" in mb:
-        ref_c, ref_r = mb["ref_chosen_logps"], mb["ref_rejected_logps"]
+        ref_c, ref_r = mb["ref_chosen_logps"].reshape(-1), mb["ref_rejected_logps"].reshape(-1)
     else:
         rc, rr = pair_logps(ref_model, mb, tc)
-        ref_c = jax.lax.stop_gradient(jnp.sum(rc, -1))
-        ref_r = jax.lax.stop_gradient(jnp.sum(rr, -1))
+        ref_c, ref_r = jax.lax.stop_gradient(sums(rc)), jax.lax.stop_gradient(sums(rr))
+    weights = lambda side: pair_side(mb, side, "loss_weights").astype(jnp.float32)  # noqa: E731
+    chosen, mask = pair_sums(mb, chosen_lp)
     return preference_loss(
-        jnp.sum(chosen_lp, -1), jnp.sum(rejected_lp, -1), ref_c, ref_r, kind=tc.loss, beta=tc.beta,
+        chosen, sums(rejected_lp), ref_c, ref_r, kind=tc.loss, beta=tc.beta,
         label_smoothing=tc.label_smoothing,
-        chosen_tokens=jnp.sum(pair_side(mb, "chosen", "loss_weights"), -1).astype(jnp.float32),
-        rejected_tokens=jnp.sum(pair_side(mb, "rejected", "loss_weights"), -1).astype(jnp.float32),
+        chosen_tokens=sums(weights("chosen")), rejected_tokens=sums(weights("rejected")),
         chosen_nll=-jnp.sum(chosen_lp) / jnp.maximum(norms["chosen_tokens"], 1.0),
-        alpha=tc.alpha, normalizer=norms["pairs"])
+        alpha=tc.alpha, normalizer=norms["pairs"], mask=mask)
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, tc, rest=None):

@@ -242,19 +242,41 @@ class Trainer:
 
     def _share_prompts(self, batch: dict) -> dict:
         """A preference batch as prompt-shared rows (train.shared_prompt) when that saves
-        work, with one row length agreed by every process: the longest any host's pairs need."""
-        from findap_jax.train.shared_prompt import share_if_worth_it, shared_length
-        length = shared_length(batch, self.cfg.train.shared_row_multiple)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            length = int(np.max(multihost_utils.process_allgather(np.int32(length))))
-        rows = share_if_worth_it(batch, length)
-        shape = rows["shared_input_tokens"].shape[1] if "shared_input_tokens" in rows else "separate"
+        work, with one row length agreed by every process (the longest any host's pairs
+        need) and, with train.pack_pairs, one row count (the most any host's pairs take,
+        rounded up so that every micro-batch splits over the mesh's batch shards)."""
+        from findap_jax.train.shared_prompt import pair_needs, plan_rows, share_prompts, shared_length, worth_sharing
+        tc = self.cfg.train
+        length = self._agreed_max(shared_length(batch, tc.shared_row_multiple))
+        if worth_sharing(batch, length):
+            b = len(batch["chosen_input_tokens"])
+            rows = plan_rows(pair_needs(batch), length, tc.pack_pairs)
+            unit = self._row_unit(b)
+            count = min(b, self._agreed_max(-(-len(rows) // unit) * unit))
+            batch = share_prompts(batch, length, rows, count)
+            shape = batch["shared_input_tokens"].shape
+        else:
+            shape = "separate"
         if shape not in self._step_shapes:   # each new shape compiles the step once
             self._step_shapes.add(shape)
-            kind = "separate" if shape == "separate" else f"prompt-shared, {shape} tokens"
+            kind = "separate" if shape == "separate" else f"prompt-shared, {shape[0]} rows of {shape[1]} tokens"
             self.log(f"preference rows: {kind} (step shape {len(self._step_shapes)}; a new shape compiles the step)")
-        return rows
+        return batch
+
+    def _row_unit(self, rows: int) -> int:
+        """This host's row counts must be multiples of this: grad_accum micro-batches, each
+        split over the mesh's batch shards (1 where that does not divide this host's rows)."""
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        need = self.cfg.train.grad_accum * shards
+        unit = need // jax.process_count() if need % jax.process_count() == 0 else rows
+        return unit if unit and rows % unit == 0 else rows
+
+    @staticmethod
+    def _agreed_max(value: int) -> int:
+        if jax.process_count() == 1:
+            return value
+        from jax.experimental import multihost_utils
+        return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
     def _count_tokens(self, batch) -> int:
         """Real (non-padding) tokens of an LM, preference or prompt-shared preference batch."""

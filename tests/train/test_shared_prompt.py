@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from findap_jax.model import Llama, get_preset
-from findap_jax.train.shared_prompt import share_prompts, shared_length, worth_sharing
-from findap_jax.train.step import pair_logps
+from findap_jax.train.shared_prompt import pair_needs, plan_rows, share_prompts, shared_length, worth_sharing
+from findap_jax.train.step import pair_logps, pair_sums
 
 from .test_step import _close, run, train_cfg
 
@@ -81,6 +81,36 @@ def test_row_length_rounds_up_and_never_exceeds_two_rows():
         share_prompts(b, length=19)
 
 
+def test_plan_rows_first_fit_longest_first():
+    # 9 -> row 0, 7 -> row 1, 5 -> row 1 (full), 4 -> row 2, 3 -> row 0 (full)
+    assert plan_rows([5, 9, 3, 7, 4], 12) == [[1, 2], [3, 0], [4]]
+    assert plan_rows([5, 9, 3], 12, pack=False) == [[0], [1], [2]]
+    assert plan_rows([0, 0, 6], 6) == [[2, 0, 1]]
+    with pytest.raises(ValueError, match="pair 1 needs a shared row of 13 tokens; the row length is 12"):
+        plan_rows([5, 13], 12)
+
+
+def test_layout_of_two_pairs_in_one_row():
+    b = pairs(0, [(4, 7, 6, "shared"), (2, 5, 4, "shared")])
+    b["ref_chosen_logps"] = np.array([-3.0, -5.0], np.float32)
+    b["ref_rejected_logps"] = np.array([-4.0, -6.0], np.float32)
+    assert pair_needs(b) == [10, 8]   # 7 + 6 - 3 and 5 + 4 - 1
+    s = share_prompts(b, 19, plan_rows(pair_needs(b), 19), num_rows=2)
+    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 10 + [2] * 8 + [0])
+    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 3, 4, 5,
+                                                             0, 1, 2, 3, 4, 1, 2, 3, 0])
+    np.testing.assert_array_equal(s["shared_branch_ids"][0, 10:], [0, 1, 1, 1, 1, 2, 2, 2, 0])
+    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0, 10:], [0, 0, 0, 0, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(s["shared_pair_mask"], [[1, 1], [0, 0]])
+    np.testing.assert_array_equal(s["ref_chosen_logps"], [[-3.0, -5.0], [0, 0]])
+    np.testing.assert_array_equal(s["ref_rejected_logps"], [[-4.0, -6.0], [0, 0]])
+    assert not s["shared_segment_ids"][1].any()
+    with pytest.raises(ValueError, match="pair 1 needs a shared row of 8 tokens; row 0 has 7 of 17 left"):
+        share_prompts(b, 17, [[0, 1]])
+    with pytest.raises(ValueError, match="rows must hold each of the 2 pairs once"):
+        share_prompts(b, 19, [[0]])
+
+
 def test_packed_rows_are_refused():
     b = pairs(0, SPECS)
     b["chosen_segment_ids"][1, 3:7] = 2
@@ -110,19 +140,58 @@ def test_log_probs_equal_separate_rows(attention, long):
         assert s["shared_input_tokens"].shape[1] < 2 * b["chosen_input_tokens"].shape[1]
 
 
+@pytest.mark.parametrize("long", [False, True])
+def test_packed_log_probs_equal_separate_rows(long):
+    """fp32, tiny random Llama: with several pairs packed into one row (each its own
+    segment), every trained token's log-prob equals its log-prob in its own row within
+    1e-5, and the per-pair sums come back in (row, slot) order."""
+    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
+    tc = train_cfg(head_chunk=256 if long else 5)
+    b = pairs(2, LONG + LONG[:2], n=200) if long else pairs(2, SPECS + SPECS[:3])
+    length = shared_length(b, 8)
+    rows = plan_rows(pair_needs(b), length)
+    assert len(rows) < len(pair_needs(b)) and max(map(len, rows)) >= 2
+    s = share_prompts(b, length, rows)
+    c0, r0 = pair_logps(model, jax.tree.map(jnp.asarray, b), tc)
+    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, s), tc)
+    sums, mask = pair_sums(jax.tree.map(jnp.asarray, s), c1)
+    slots = len(b["chosen_input_tokens"])
+    for side, apart, shared in (("chosen", c0, c1), ("rejected", r0, r1)):
+        for r, members in enumerate(rows):
+            for k, i in enumerate(members):
+                want = np.asarray(apart)[i][b[f"{side}_loss_weights"][i] > 0]
+                here = (s["shared_segment_ids"][r] == k + 1) & (s[f"shared_{side}_loss_weights"][r] > 0)
+                np.testing.assert_allclose(np.asarray(shared)[r][here], want, atol=1e-5)
+                if side == "chosen":
+                    assert mask[r * slots + k] == 1
+                    np.testing.assert_allclose(sums[r * slots + k], want.sum(), atol=1e-4)
+    assert int(np.sum(mask)) == slots
+
+
+def _shared(b, accum, pack):
+    length = shared_length(b, 8)
+    rows = plan_rows(pair_needs(b), length, pack)
+    return share_prompts(b, length, rows, num_rows=-(-len(rows) // accum) * accum)
+
+
+@pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("loss,ref,accum", [("dpo", True, 1), ("rpo", True, 2), ("ipo", False, 1)])
-def test_train_steps_equal_separate_rows(loss, ref, accum):
+def test_train_steps_equal_separate_rows(loss, ref, accum, pack):
     """Two steps with a live reference (or precomputed reference log-probs), RPO with 2
-    accumulated micro-batches: the same parameters (<= 1e-5) and metrics as the unshared
-    batch (reward accuracy from the
-    second step: in the first the live reference equals the policy, margins are rounding)."""
+    accumulated micro-batches, one pair per row or pairs packed into rows (with an empty
+    row where the micro-batches need it): the same parameters (<= 1e-5) and metrics as
+    the unshared batch (reward accuracy from the second step: in the first the live
+    reference equals the policy, margins are rounding)."""
     batches = [pairs(i, SPECS) for i in range(2)]
     if not ref:
         batches = [dict(b, ref_chosen_logps=np.full(4, -30.0, np.float32),
                         ref_rejected_logps=np.full(4, -31.0, np.float32)) for b in batches]
     tc = train_cfg(loss=loss, grad_accum=accum)
     apart, ma = run(tc, batches, ref=ref)
-    shared, ms = run(tc, [share_prompts(b, shared_length(b, 8)) for b in batches], ref=ref)
+    rows = [_shared(b, accum, pack) for b in batches]
+    if pack:   # 4 pairs (one of them padding) in 3 rows, and a 4th, empty row for 2 micro-batches
+        assert all(r["shared_input_tokens"].shape[0] == (4 if accum == 2 else 3) for r in rows)
+    shared, ms = run(tc, rows, ref=ref)
     _close(apart, shared, 1e-5)
     for i, (a, s) in enumerate(zip(ma, ms)):
         assert set(a) == set(s)
