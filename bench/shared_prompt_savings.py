@@ -43,13 +43,15 @@ def main():
             if worth_sharing(b, length):
                 shapes.add(length)
                 computed += len(b["chosen_input_tokens"]) * length
-                rows = len(plan_rows(pair_needs(b), length))
+            else:
+                shapes.add("separate")
+                computed += 2 * b["chosen_input_tokens"].size
+            rows = len(plan_rows(pair_needs(b), length))
+            if worth_sharing(b, length, rows):
                 packed_shapes.add((rows, length))
                 packed += rows * length
             else:
-                shapes.add("separate")
                 packed_shapes.add("separate")
-                computed += 2 * b["chosen_input_tokens"].size
                 packed += 2 * b["chosen_input_tokens"].size
         print(f"  multiple {m:4}: prompt-shared rows {computed / separate:.3f} of the separate rows' positions "
               f"({len(shapes)} step shapes), packed {packed / separate:.3f} ({len(packed_shapes)}); separate rows "

@@ -15,9 +15,10 @@ This runs on the host, on the data pipeline's numpy batches, before they are sha
 The row length is the longest pair's need rounded up to a multiple
 (`train.shared_row_multiple`, default 64): one compiled step per length seen, so a
 smaller multiple wastes fewer padded positions and compiles more often. A batch whose
-rows would come out longer than `WORTH_IT` x T keeps its separate rows: a longer row's
-attention grows with its square (a 2T row attends ~2x the pairs of two T rows), which
-outweighs a few saved tokens.
+rows would take more than `WORTH_IT` / 2 of the separate rows' positions (one pair per row:
+longer than `WORTH_IT` x T) keeps its separate rows: a longer row's attention grows with
+its square (a 2T row attends ~2x the pairs of two T rows), which outweighs a few saved
+tokens.
 
 Pairs that fit share a row (`train.pack_pairs`): real pairs vary in length (the bundled
 HH-RLHF needs range 89-978 tokens at T = 512), and a batch padded to its longest pair is
@@ -72,8 +73,11 @@ def shared_length(batch: dict, multiple: int) -> int:
     return max(1, min(2 * t, -(-need // multiple) * multiple))
 
 
-def worth_sharing(batch: dict, length: int) -> bool:
-    return length <= WORTH_IT * batch["chosen_input_tokens"].shape[1]
+def worth_sharing(batch: dict, length: int, rows: int | None = None) -> bool:
+    """Whether `rows` (default one per pair) shared rows of `length` beat the separate rows:
+    at most WORTH_IT / 2 of their positions (one pair per row: length <= WORTH_IT x T)."""
+    b, t = batch["chosen_input_tokens"].shape
+    return (b if rows is None else rows) * length <= WORTH_IT * b * t
 
 
 def plan_rows(needs: list[int], length: int, pack: bool = True) -> list[list[int]]:
@@ -99,9 +103,8 @@ def plan_rows(needs: list[int], length: int, pack: bool = True) -> list[list[int
 def share_if_worth_it(batch: dict, length: int, pack: bool = False) -> dict:
     """`share_prompts(batch, length, ...)` (pairs packed into shared rows with `pack`), or the
     batch as it is when that would not save work."""
-    if not worth_sharing(batch, length):
-        return batch
-    return share_prompts(batch, length, plan_rows(pair_needs(batch), length, pack))
+    rows = plan_rows(pair_needs(batch), length, pack)
+    return share_prompts(batch, length, rows) if worth_sharing(batch, length, len(rows)) else batch
 
 
 def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,

@@ -248,11 +248,11 @@ class Trainer:
         from findap_jax.train.shared_prompt import pair_needs, plan_rows, share_prompts, shared_length, worth_sharing
         tc = self.cfg.train
         length = self._agreed_max(shared_length(batch, tc.shared_row_multiple))
-        if worth_sharing(batch, length):
-            b = len(batch["chosen_input_tokens"])
-            rows = plan_rows(pair_needs(batch), length, tc.pack_pairs)
-            unit = self._row_unit(b)
-            count = min(b, self._agreed_max(-(-len(rows) // unit) * unit))
+        b = len(batch["chosen_input_tokens"])
+        rows = plan_rows(pair_needs(batch), length, tc.pack_pairs)
+        unit = self._row_unit(b)
+        count = min(b, self._agreed_max(-(-len(rows) // unit) * unit))
+        if worth_sharing(batch, length, count):
             batch = share_prompts(batch, length, rows, count)
             shape = batch["shared_input_tokens"].shape
         else:

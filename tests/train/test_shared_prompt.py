@@ -77,6 +77,8 @@ def test_row_length_rounds_up_and_never_exceeds_two_rows():
     assert shared_length(b, multiple=7) == 21
     assert shared_length(b, multiple=128) == 2 * N
     assert worth_sharing(b, 21) and not worth_sharing(b, 22)   # 1.75 x 12 = 21
+    # packed: rows x length against 1.75 x the 4 pairs' 12 tokens = 84 positions
+    assert worth_sharing(b, 24, rows=3) and not worth_sharing(b, 24, rows=4)
     with pytest.raises(ValueError, match="pair 2 needs a shared row of 20 tokens; the row length is 19"):
         share_prompts(b, length=19)
 
