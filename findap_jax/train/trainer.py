@@ -254,7 +254,8 @@ class Trainer:
         count = min(b, self._agreed_max(-(-len(rows) // unit) * unit))
         if worth_sharing(batch, length, count):
             batch = share_prompts(batch, length, rows, count)
-            shape = batch["shared_input_tokens"].shape
+            rows, length = batch["shared_input_tokens"].shape
+            shape = (rows * jax.process_count(), length)   # the global batch's rows
         else:
             shape = "separate"
         if shape not in self._step_shapes:   # each new shape compiles the step once

@@ -26,16 +26,21 @@ def _free_port() -> int:
 def test_two_processes_match_one(tmp_path):
     model = tmp_path / "model"
     save_tiny_chat_model(model)
-    # Unshuffled, unpacked DPO pairs: host i reads pairs i, i+2, ..., so the global batch of
-    # the two hosts holds the same pairs as the single process's batch.
+    # Unshuffled DPO pairs: host i reads pairs i, i+2, ..., so the global batch of the two
+    # hosts holds the same pairs as the single process's batch. HH-RLHF pairs vary in length:
+    # the single process packs the second batch's 16 pairs into 8 prompt-shared rows
+    # (train.pack_pairs); the two hosts agree on one row length and count (each host's 8
+    # pairs take 5 rows, rounded up to its 8), so they run other rows to the same result.
     common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/dpo.py'}",
-              f"--config.model.path={model}", "--config.data.seq_len=256", "--config.data.batch_size=8",
+              f"--config.model.path={model}", "--config.data.seq_len=512", "--config.data.batch_size=16",
+              "--config.data.mixture=findap_general_preference",
               "--config.data.shuffle=false", "--config.train.steps=3", "--config.train.lr=1e-3",
               "--config.run.checkpoint_every=0"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
                             text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
     assert single.returncode == 0, single.stderr[-2000:]
+    assert "prompt-shared, 8 rows of" in single.stdout + single.stderr, (single.stdout + single.stderr)[-2000:]
     port = _free_port()
     # Output goes to files, not pipes: a full pipe would block one process inside a
     # collective while the test waits on the other (a deadlock).
