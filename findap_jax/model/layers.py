@@ -190,6 +190,11 @@ def _matmul_bwd(transpose_w, out_dtype, res, g):
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 ATTENTION_IMPLS = ("xla", "reference", "dot_product_attention", "splash")
+# The residual stream between layers stays fp32 whatever the compute dtype (as under torch
+# autocast): the layers' output projections write fp32 straight from their fp32
+# accumulators, the residual adds run in fp32, and each norm reads fp32 and writes the
+# compute dtype for the next matmuls.
+RESIDUAL_DTYPE = jnp.float32
 
 
 def attend_reference(q, k, v, mask):
@@ -401,7 +406,7 @@ class Attention(nnx.Module):
             k, v = to_cache_layout(k, v)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"), self.rules)
         h, d, _ = self.o_proj.shape
-        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...])
+        y = matmul(out.reshape(out.shape[:2] + (h * d,)), self.o_proj[...], out_dtype=RESIDUAL_DTYPE)
         return y, (k, v)
 
 
@@ -417,7 +422,7 @@ class MLP(nnx.Module):
         g = checkpoint_name(matmul(x, self.gate_proj[...]), "mlp_gate")
         u = checkpoint_name(matmul(x, self.up_proj[...]), "mlp_up")
         h = constrain(swiglu(g, u), ("batch", "length", "act_mlp"), self.rules)
-        return matmul(h, self.down_proj[...])
+        return matmul(h, self.down_proj[...], out_dtype=RESIDUAL_DTYPE)
 
 
 # Inside a decoder layer's backward pass these are recomputed from what is saved, being

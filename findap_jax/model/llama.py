@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from findap_jax.model.config import LlamaConfig
-from findap_jax.model.layers import (ATTENTION_IMPLS, DecoderLayer, RMSNorm, cache_slots, cache_write, matmul, param,
-                                     rope_inv_freq, rope_tables)
+from findap_jax.model.layers import (ATTENTION_IMPLS, RESIDUAL_DTYPE, DecoderLayer, RMSNorm, cache_slots,
+                                     cache_write, matmul, param, rope_inv_freq, rope_tables)
 from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
 
@@ -157,7 +157,7 @@ class Llama(nnx.Module):
             segment_ids = jnp.ones((b, t), jnp.int32)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(RESIDUAL_DTYPE)
         x = constrain(x, ("batch", "length", "act_embed"), self.rules)
         rope = rope_tables(positions, rope_inv_freq(cfg))
 
