@@ -249,13 +249,12 @@ class Trainer:
         tc = self.cfg.train
         length = self._agreed_max(shared_length(batch, tc.shared_row_multiple))
         b = len(batch["chosen_input_tokens"])
-        rows = plan_rows(pair_needs(batch), length, tc.pack_pairs)
+        plan = plan_rows(pair_needs(batch), length, tc.pack_pairs)
         unit = self._row_unit(b)
-        count = min(b, self._agreed_max(-(-len(rows) // unit) * unit))
+        count = min(b, self._agreed_max(-(-len(plan) // unit) * unit))
         if worth_sharing(batch, length, count):
-            batch = share_prompts(batch, length, rows, count)
-            rows, length = batch["shared_input_tokens"].shape
-            shape = (rows * jax.process_count(), length)   # the global batch's rows
+            batch = share_prompts(batch, length, plan, count)
+            shape = (count * jax.process_count(), length)   # the global batch's rows
         else:
             shape = "separate"
         if shape not in self._step_shapes:   # each new shape compiles the step once
@@ -266,7 +265,8 @@ class Trainer:
 
     def _row_unit(self, rows: int) -> int:
         """This host's row counts must be multiples of this: grad_accum micro-batches, each
-        split over the mesh's batch shards (1 where that does not divide this host's rows)."""
+        split over the mesh's batch shards. Where that does not divide this host's `rows`
+        pairs, it is `rows` itself: one row per pair, nothing packed."""
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         need = self.cfg.train.grad_accum * shards
         unit = need // jax.process_count() if need % jax.process_count() == 0 else rows
