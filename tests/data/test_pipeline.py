@@ -142,6 +142,9 @@ def test_preference_pairs_share_the_prompt(tok, mixture, seq_len):
         first_c = np.flatnonzero(batch["chosen_loss_weights"][i])[0]
         first_r = np.flatnonzero(batch["rejected_loss_weights"][i])[0]
         assert first_c == first_r and np.array_equal(c[:first_c + 1], r[:first_r + 1])
+        for side in ("chosen", "rejected"):   # the final assistant turn only (HH-RLHF is multi-turn)
+            trained = np.flatnonzero(batch[f"{side}_loss_weights"][i])
+            assert np.all(np.diff(trained) == 1), (side, trained)
         assert tok.decode(batch["chosen_target_tokens"][i][batch["chosen_loss_weights"][i] > 0],
                           skip_special_tokens=False).endswith(tok.chat.end_of_turn)
 
