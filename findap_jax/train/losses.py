@@ -13,10 +13,12 @@ import jax
 import jax.numpy as jnp
 
 
-def token_stats(logits, targets, mean: bool = False) -> dict:
+def token_stats(logits, targets, mean: bool = False, alt_targets=None) -> dict:
     """Per-position statistics the losses need, in fp32: log p(target) `logp`, the
-    log-partition `lse`, whether the target has the largest logit `correct`, and (`mean`)
-    the mean log-prob over the vocabulary `mean_logp` (label smoothing). [B, L, V] -> [B, L].
+    log-partition `lse`, whether the target has the largest logit `correct`, (`mean`)
+    the mean log-prob over the vocabulary `mean_logp` (label smoothing), and with
+    `alt_targets` log p(alt target) `alt_logp` (a prompt-shared row's last prompt token
+    predicts both answers' first tokens). [B, L, V] -> [B, L].
 
     `correct` compares the target's logit with the row max that logsumexp needs anyway,
     instead of an argmax (a second pass over the [B, L, V] logits: 130 ms of a SmolLM2
@@ -28,38 +30,42 @@ def token_stats(logits, targets, mean: bool = False) -> dict:
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     out = {"logp": picked - lse, "lse": lse,
            "correct": (picked >= top).astype(jnp.float32)}
+    if alt_targets is not None:
+        out["alt_logp"] = jnp.take_along_axis(logits, alt_targets[..., None], axis=-1)[..., 0] - lse
     if mean:
         out["mean_logp"] = jnp.mean(logits, axis=-1) - lse
     return out
 
 
-def chunked_token_stats(hidden, head, targets, chunk: int, mean: bool = False) -> dict:
+def chunked_token_stats(hidden, head, targets, chunk: int, mean: bool = False, alt_targets=None) -> dict:
     """token_stats of head(hidden) computed `chunk` positions at a time: hidden [B, L, E],
     head [..., E] -> [..., V] fp32. Each chunk's logits are recomputed in the backward pass
     instead of kept, so the full [B, L, V] fp32 logits (400 MB for SmolLM2 at 4 x 512, and
     their gradient) never exist at once; the cost is one more head matmul per chunk."""
     b, n = targets.shape
     if chunk <= 0 or chunk >= n:
-        return token_stats(head(hidden), targets, mean)
+        return token_stats(head(hidden), targets, mean, alt_targets)
     pad = -n % chunk
+    ts = (targets,) if alt_targets is None else (targets, alt_targets)
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+        ts = tuple(jnp.pad(t, ((0, 0), (0, pad))) for t in ts)
     k = (n + pad) // chunk
     # chunks along the length axis, so the (sharded) batch axis stays where it is
-    xs = (hidden.reshape(b, k, chunk, -1).swapaxes(0, 1), targets.reshape(b, k, chunk).swapaxes(0, 1))
+    xs = (hidden.reshape(b, k, chunk, -1).swapaxes(0, 1),
+          tuple(t.reshape(b, k, chunk).swapaxes(0, 1) for t in ts))
 
     @jax.checkpoint
     def one(args):
         h, t = args
-        return token_stats(head(h), t, mean)
+        return token_stats(head(h), t[0], mean, *t[1:])
 
     out = jax.lax.map(one, xs)
     return {key: v.swapaxes(0, 1).reshape(b, n + pad)[:, :n] for key, v in out.items()}
 
 
 def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int, mean: bool = False,
-                         groups: int = 1, remat: bool = False) -> dict:
+                         groups: int = 1, remat: bool = False, alt_targets=None) -> dict:
     """token_stats of head(head_params, hidden) where weights != 0, zeros elsewhere, with
     the head applied only to chunks that hold a weighted position. SFT and DPO rows train
     on answers only (about 40% of the positions of the bundled instruction mixture), and
@@ -71,7 +77,8 @@ def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int
     the head + token_stats run `chunk` positions per block at a time (`head_chunk_stats`),
     skipping chunks with no weighted position in any block, and the stats go back to their
     positions. `remat` recomputes each chunk's logits in the backward pass instead of
-    keeping them. `head` is a pure function head(params, x [..., E]) -> fp32 logits."""
+    keeping them. `head` is a pure function head(params, x [..., E]) -> fp32 logits.
+    `alt_targets` adds `alt_logp` (token_stats)."""
     b, n = targets.shape
     if b % groups:
         raise ValueError(f"{b} rows do not split into {groups} batch groups")
@@ -80,30 +87,33 @@ def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int
     live = (weights != 0).reshape(groups, m)
     order = jnp.argsort(~live, axis=1, stable=True)   # weighted positions first
     h = jnp.take_along_axis(h, order[..., None], axis=1)
-    t = jnp.take_along_axis(targets.reshape(groups, m), order, axis=1)
+    ts = (targets,) if alt_targets is None else (targets, alt_targets)
+    ts = tuple(jnp.take_along_axis(t.reshape(groups, m), order, axis=1) for t in ts)
     live = jnp.take_along_axis(live, order, axis=1)
     chunk = max(1, min(int(chunk), m))
     pad = -m % chunk
     if pad:
         h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
-        t, live = jnp.pad(t, ((0, 0), (0, pad))), jnp.pad(live, ((0, 0), (0, pad)))
+        ts = tuple(jnp.pad(t, ((0, 0), (0, pad))) for t in ts)
+        live = jnp.pad(live, ((0, 0), (0, pad)))
     k = (m + pad) // chunk
-    xs = tuple(x.reshape(groups, k, chunk, *x.shape[2:]).swapaxes(0, 1) for x in (h, t, live))
-    out = head_chunk_stats(head, mean, remat, head_params, *xs)
+    split = lambda x: x.reshape(groups, k, chunk, *x.shape[2:]).swapaxes(0, 1)  # noqa: E731
+    out = head_chunk_stats(head, mean, remat, head_params, split(h), tuple(map(split, ts)), split(live))
     back = jnp.argsort(order, axis=1)   # the inverse permutation
     unsort = lambda v: jnp.take_along_axis(v.swapaxes(0, 1).reshape(groups, m + pad)[:, :m], back, axis=1)  # noqa: E731
     return {key: jnp.where(weights != 0, unsort(v).reshape(b, n), 0.0) for key, v in out.items()}
 
 
 def _chunk_stats(head, mean, params, hc, tc):
+    """tc: (targets,) or (targets, alt targets) of the chunk."""
     logits = head(params, hc)
-    return token_stats(logits, tc, mean), logits
+    return token_stats(logits, tc[0], mean, *tc[1:]), logits
 
 
 def _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits):
     """token_stats per chunk [k, ...] (and the chunks' logits when `keep_logits`), zeros
     for chunks without a live position, whose head never runs."""
-    shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean), params, hs[0], ts[0])
+    shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean), params, hs[0], tuple(t[0] for t in ts))
     if not keep_logits:
         shapes = shapes[0]
     zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
@@ -121,12 +131,14 @@ def _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def head_chunk_stats(head, mean, remat, params, hs, ts, lives):
-    """token_stats of head(params, hs[i]) for each chunk i ([k, ..., E] -> [k, ...]), zeros
-    where a chunk holds no live position. Its own backward pass, because autodiff of a
+    """token_stats of head(params, hs[i]) for each chunk i ([k, ..., E] -> [k, ...]; `ts`
+    the (targets,) or (targets, alt targets) per chunk), zeros where a chunk holds no live
+    position. Its own backward pass, because autodiff of a
     `lax.cond` inside the chunk loop saved the head weight as a per-chunk residual: a
     [chunks, V, E] stack (906 MB and ~0.6 s of copies per SmolLM2 step at 4 x 512). Here
     the forward keeps only each chunk's logits (or nothing, with `remat`), the backward
-    runs dlogits = p (dlse - dlogp - dmean) + onehot dlogp + dmean / V per live chunk and
+    runs dlogits = p (dlse - dlogp - dalt - dmean) + onehot dlogp + onehot_alt dalt + dmean / V
+    per live chunk and
     accumulates the head's parameter gradient."""
     return _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=False)
 
@@ -141,25 +153,28 @@ def _head_chunk_stats_bwd(head, mean, remat, res, ct):
     params, hs, ts, lives, lse, logits = res
     d_logp, d_lse = ct["logp"], ct["lse"]   # "correct" is a comparison: no gradient
     d_mean = ct["mean_logp"] if mean else jnp.zeros_like(lse)
+    d_alt = ct["alt_logp"] if len(ts) > 1 else None
 
     def one(dparams, args):
-        hc, tc, lc, lse_c, dl, dz, dm, logits_c = args
+        hc, tc, lc, lse_c, dl, dz, dm, da, logits_c = args
 
         def live(dparams):
             # with kept logits the vjp's own forward product is unused, and XLA drops it
             recomputed, vjp = jax.vjp(head, params, hc)
             lg = recomputed if logits_c is None else logits_c
             p = jnp.exp(lg - lse_c[..., None])
-            hit = jax.lax.broadcasted_iota(jnp.int32, lg.shape, lg.ndim - 1) == tc[..., None]
-            dlogits = (p * (dz - dl - dm)[..., None] + jnp.where(hit, dl[..., None], 0.0)
-                       + (dm / lg.shape[-1])[..., None])
+            vocab = jax.lax.broadcasted_iota(jnp.int32, lg.shape, lg.ndim - 1)
+            onehot = lambda t, d: jnp.where(vocab == t[..., None], d[..., None], 0.0)  # noqa: E731
+            dlogits = (p * (dz - dl - dm)[..., None] + onehot(tc[0], dl) + (dm / lg.shape[-1])[..., None])
+            if da is not None:
+                dlogits = dlogits - p * da[..., None] + onehot(tc[1], da)
             dp, dh = vjp(dlogits)
             return jax.tree.map(jnp.add, dparams, dp), dh
 
         return jax.lax.cond(jnp.any(lc), live, lambda dp: (dp, jnp.zeros_like(hc)), dparams)
 
     dparams0 = jax.tree.map(jnp.zeros_like, params)
-    dparams, dhs = jax.lax.scan(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, logits))
+    dparams, dhs = jax.lax.scan(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, d_alt, logits))
     return dparams, dhs, None, None
 
 

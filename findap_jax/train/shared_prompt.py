@@ -3,13 +3,17 @@
 A pair's chosen and rejected rows start with the same prompt, and a plain DPO step runs
 the policy (and a live reference) over that prompt twice. Here each pair becomes one row
 
-    [prompt minus its last token | last prompt token, chosen answer | last prompt token, rejected answer]
+    [common prefix | rest of the chosen row | rest of the rejected row]
 
 with `branch_ids` 0 / 1 / 2 and the original positions: the model's mask lets a branch
 see the shared part and its own earlier tokens only (`Llama.hidden_states(branch_ids=)`),
-so every trained position has the hidden state it has in its own row. The last prompt
-token goes into both branches because its output predicts each answer's first token.
-With a prompt of half the row the step's tokens fall from 2T to ~1.5T per pair.
+so every trained position has the hidden state it has in its own row. The common prefix
+is every input token the two rows share (the prompt, and any answer tokens both begin
+with); a shared position predicts a chosen and a rejected target, which differ at its
+last position (the last prompt token predicts each answer's first token), so the shared
+part carries both (`shared_target_tokens` for chosen, `shared_rejected_target_tokens`)
+and the head scores both from one logit row (`token_stats(alt_targets=)`). With a prompt
+of half the row the step's tokens fall from 2T to 1.5T per pair.
 
 This runs on the host, on the data pipeline's numpy batches, before they are sharded.
 The row length is the longest pair's need rounded up to a multiple
@@ -39,26 +43,24 @@ REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 WORTH_IT = 1.75
 
 
-def _row_extent(batch: dict, side: str, i: int) -> tuple[int, int]:
-    """(tokens, first trained position) of row i of one side; rows are padded, not packed."""
+def _row_tokens(batch: dict, side: str, i: int) -> int:
+    """Real tokens of row i of one side; rows are padded, not packed."""
     seg = batch[f"{side}_segment_ids"][i]
     n = int(np.count_nonzero(seg))
     if np.any(seg[:n] != 1) or np.any(seg[n:] != 0):
         raise ValueError(f"{side} row {i}: preference rows must be one sequence padded at the end "
                          f"(segment ids 1 then 0), got segment ids {np.unique(seg).tolist()} out of order")
-    w = np.flatnonzero(batch[f"{side}_loss_weights"][i][:n])
-    return n, int(w[0]) if len(w) else n
+    return n
 
 
 def _split(batch: dict, i: int) -> tuple[int, int, int]:
-    """(chosen tokens, rejected tokens, shared length s) of pair i: s never goes past a
-    trained position of either side nor past where their tokens or positions differ."""
-    (nc, fc), (nr, fr) = _row_extent(batch, "chosen", i), _row_extent(batch, "rejected", i)
+    """(chosen tokens, rejected tokens, shared length s) of pair i: s is where the two rows'
+    input tokens or positions first differ."""
+    nc, nr = _row_tokens(batch, "chosen", i), _row_tokens(batch, "rejected", i)
     m = min(nc, nr)
     same = ((batch["chosen_input_tokens"][i][:m] == batch["rejected_input_tokens"][i][:m])
             & (batch["chosen_positions"][i][:m] == batch["rejected_positions"][i][:m]))
-    common = int(np.argmin(same)) if not same.all() else m
-    return nc, nr, min(common, fc, fr)
+    return nc, nr, int(np.argmin(same)) if not same.all() else m
 
 
 def pair_needs(batch: dict) -> list[int]:
@@ -111,8 +113,8 @@ def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,
                   num_rows: int | None = None) -> dict:
     """The `shared_*` rows (`num_rows` x `length`; default one row per pair) of a padded
     preference batch: input/target tokens, positions, segment ids (the pair's slot in its row
-    + 1 on every real token), branch ids, chosen/rejected loss weights on their branches,
-    and `shared_pair_mask` [num_rows, B] (1 on slots that hold a pair). `rows[r]` lists the
+    + 1 on every real token), branch ids, chosen/rejected loss weights on their branches
+    and the shared part, the rejected targets (on the shared part and branch 2), and `shared_pair_mask` [num_rows, B] (1 on slots that hold a pair). `rows[r]` lists the
     pairs of row r (`plan_rows`); rows past them stay empty. Precomputed reference
     log-probs [B] move to their pairs' slots, [num_rows, B]; other keys pass through."""
     b = len(batch["chosen_input_tokens"])
@@ -122,6 +124,7 @@ def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,
         raise ValueError(f"{len(rows)} rows of pairs do not fit num_rows={num_rows}")
     out = {f"{SHARED_PREFIX}{k}": np.zeros((num_rows, length), batch[f"chosen_{k}"].dtype)
            for k in ("input_tokens", "target_tokens", "segment_ids", "positions")}
+    out[f"{SHARED_PREFIX}rejected_target_tokens"] = np.zeros((num_rows, length), batch["rejected_target_tokens"].dtype)
     out[f"{SHARED_PREFIX}branch_ids"] = np.zeros((num_rows, length), np.int32)
     out[f"{SHARED_PREFIX}pair_mask"] = np.zeros((num_rows, b), np.int32)
     for side in SIDES:
@@ -142,8 +145,11 @@ def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,
                     out[f"{SHARED_PREFIX}{k}"][r, dst] = batch[f"{side}_{k}"][i, lo:hi]
                 out[f"{SHARED_PREFIX}segment_ids"][r, dst] = slot + 1
                 out[f"{SHARED_PREFIX}branch_ids"][r, dst] = branch
-                if branch:
-                    out[f"{SHARED_PREFIX}{side}_loss_weights"][r, dst] = batch[f"{side}_loss_weights"][i, lo:hi]
+                out[f"{SHARED_PREFIX}{side}_loss_weights"][r, dst] = batch[f"{side}_loss_weights"][i, lo:hi]
+                if branch != 1:
+                    out[f"{SHARED_PREFIX}rejected_target_tokens"][r, dst] = batch["rejected_target_tokens"][i, lo:hi]
+                if branch == 0:
+                    out[f"{SHARED_PREFIX}rejected_loss_weights"][r, dst] = batch["rejected_loss_weights"][i, lo:hi]
                 at += hi - lo
             out[f"{SHARED_PREFIX}pair_mask"][r, slot] = 1
             for k in refs:

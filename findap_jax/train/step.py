@@ -65,22 +65,23 @@ def _sequence_count(batch):
     return jnp.sum(per > 0).astype(jnp.float32)
 
 
-def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=False, branch_ids=None):
-    """Per-token log-probs etc. of the targets where `weights` != 0 (anything elsewhere):
-    the head on weighted positions only, train.head_chunk per batch shard at a time, or
-    on every position, train.ce_chunk per row at a time (0: all at once)."""
+def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=False, branch_ids=None,
+           alt_targets=None):
+    """Per-token log-probs etc. of the targets (and `alt_targets`) where `weights` != 0
+    (anything elsewhere): the head on weighted positions only, train.head_chunk per batch
+    shard at a time, or on every position, train.ce_chunk per row at a time (0: all at once)."""
     h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids, branch_ids=branch_ids)
     project, rules = model.head_fn(), model.rules
     head = lambda w, x: constrain(project(w, x), ("batch", "length", "act_vocab"), rules)  # noqa: E731
     ce_chunk, head_chunk = int(tc.ce_chunk), int(tc.head_chunk)
     if head_chunk <= 0:
         w = model.head_weight()
-        return chunked_token_stats(h, lambda x: head(w, x), targets, ce_chunk, mean)
+        return chunked_token_stats(h, lambda x: head(w, x), targets, ce_chunk, mean, alt_targets)
     groups = batch_shards(targets.shape[0], model.rules)
     rows = targets.shape[0] // groups
     chunk = ce_chunk * rows if ce_chunk > 0 else head_chunk
     return weighted_token_stats(h, head, model.head_weight(), targets, weights, chunk, mean, groups,
-                                remat=ce_chunk > 0)
+                                remat=ce_chunk > 0, alt_targets=alt_targets)
 
 
 def lm_loss(model, mb, norms, tc):
@@ -96,14 +97,16 @@ def lm_loss(model, mb, norms, tc):
 def pair_logps(model, mb, tc=None):
     """Per-token log-probs of chosen and rejected rows in one forward, zero off the
     completions: ([B, L], [B, L]). `tc` (train config) picks the head chunking. A batch
-    of prompt-shared rows (`shared_prompt.share_prompts`) runs one row per pair."""
+    of prompt-shared rows (`shared_prompt.share_prompts`) runs its rows once, and the
+    shared part's positions score the rejected targets as well (`alt_logp`)."""
     tc = tc or _HEAD_DEFAULTS
     if "shared_input_tokens" in mb:
         sh = lambda k: mb[f"shared_{k}"]  # noqa: E731
         wc, wr = sh("chosen_loss_weights"), sh("rejected_loss_weights")
         stats = _stats(model, sh("input_tokens"), sh("positions"), sh("segment_ids"), sh("target_tokens"),
-                       wc + wr, tc, branch_ids=sh("branch_ids"))
-        return stats["logp"] * wc.astype(jnp.float32), stats["logp"] * wr.astype(jnp.float32)
+                       wc + wr, tc, branch_ids=sh("branch_ids"), alt_targets=sh("rejected_target_tokens"))
+        rejected = jnp.where(sh("branch_ids") == 0, stats["alt_logp"], stats["logp"])
+        return stats["logp"] * wc.astype(jnp.float32), rejected * wr.astype(jnp.float32)
     cat = lambda k: jnp.concatenate([mb[f"chosen_{k}"], mb[f"rejected_{k}"]], axis=0)  # noqa: E731
     w = cat("loss_weights")
     stats = _stats(model, cat("input_tokens"), cat("positions"), cat("segment_ids"), cat("target_tokens"), w, tc)

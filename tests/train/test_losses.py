@@ -193,6 +193,40 @@ def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, r
         np.testing.assert_allclose(a, c, atol=1e-5)
 
 
+@pytest.mark.parametrize("how", ["whole", "chunked", "weighted", "weighted_remat"])
+def test_alt_targets_score_a_second_target_from_the_same_logits(how):
+    """`alt_logp` (a prompt-shared row's rejected targets) equals log p(alt target) of the
+    same logits, and a loss on logp, alt_logp and lse has the full-logits gradients
+    (1e-5), through every head path (the weighted one has its own backward pass)."""
+    rng = np.random.default_rng(3)
+    b, n, e, v = 4, 12, 8, 32
+    h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(e, v)), jnp.float32)
+    t, alt = (jnp.asarray(rng.integers(0, v, (b, n))) for _ in range(2))
+    wt = jnp.asarray(rng.random((b, n)) < 0.4, jnp.float32)
+    ca, cb = (jnp.asarray(rng.normal(size=(b, n)), jnp.float32) for _ in range(2))
+    fns = {"whole": lambda h, w: token_stats(h @ w, t, alt_targets=alt),
+           "chunked": lambda h, w: chunked_token_stats(h, lambda x: x @ w, t, 5, alt_targets=alt),
+           "weighted": lambda h, w: weighted_token_stats(h, lambda w, x: x @ w, w, t, wt, 5, groups=2,
+                                                         alt_targets=alt),
+           "weighted_remat": lambda h, w: weighted_token_stats(h, lambda w, x: x @ w, w, t, wt, 3,
+                                                               remat=True, alt_targets=alt)}
+
+    def full(h, w):
+        s = token_stats(h @ w, t)
+        return dict(s, alt_logp=token_stats(h @ w, alt)["logp"])
+
+    def loss(h, w, fn):
+        s = fn(h, w)
+        return jnp.sum((s["logp"] * ca + s["alt_logp"] * cb + 0.1 * s["lse"]) * wt), s["alt_logp"]
+    (l0, a0), g0 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, full)
+    (l1, a1), g1 = jax.value_and_grad(loss, (0, 1), has_aux=True)(h, w, fns[how])
+    np.testing.assert_allclose(a1 * wt, a0 * wt, atol=1e-5)
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for x, y in zip(g1, g0):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
 def test_weighted_token_stats_skip_chunks_without_weighted_positions():
     """The head runs only on chunks that hold a weighted position, forward and backward:
     5 weighted positions spread over 4 rows of 16 are gathered into one chunk of 8; all-zero

@@ -28,12 +28,12 @@ def test_two_processes_match_one(tmp_path):
     save_tiny_chat_model(model)
     # Unshuffled DPO pairs: host i reads pairs i, i+2, ..., so the global batch of the two
     # hosts holds the same pairs as the single process's batch. HH-RLHF pairs vary in length:
-    # the single process packs the second batch's 16 pairs into 8 prompt-shared rows
-    # (train.pack_pairs); the two hosts agree on one row length and count (each host's 8
-    # pairs take 5 rows, rounded up to its 8), so they run other rows to the same result.
+    # the single process packs a batch's 16 pairs into 8 prompt-shared rows of a multiple of
+    # 256 tokens (train.pack_pairs); the two hosts agree on one row length and count, so
+    # they run other rows to the same result.
     common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/dpo.py'}",
               f"--config.model.path={model}", "--config.data.seq_len=512", "--config.data.batch_size=16",
-              "--config.data.mixture=findap_general_preference",
+              "--config.data.mixture=findap_general_preference", "--config.train.shared_row_multiple=256",
               "--config.data.shuffle=false", "--config.train.steps=3", "--config.train.lr=1e-3",
               "--config.run.checkpoint_every=0"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -60,20 +60,32 @@ def test_layout_of_one_pair():
     b = pairs(0, [(4, 7, 6, "shared")])
     s = share_prompts(b, length=10)
     c, r = b["chosen_input_tokens"][0], b["rejected_input_tokens"][0]
-    # prompt minus its last token (3) | last prompt token + chosen answer (4) | last prompt token + rejected answer (3)
-    np.testing.assert_array_equal(s["shared_input_tokens"][0], np.concatenate([c[:7], r[3:6]]))
-    np.testing.assert_array_equal(s["shared_branch_ids"][0], [0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
-    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 3, 4, 5])
-    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 10)
+    # prompt (4) | chosen answer (3) | rejected answer (2) | padding
+    np.testing.assert_array_equal(s["shared_input_tokens"][0], np.concatenate([c[:7], r[4:6], [0]]))
+    np.testing.assert_array_equal(s["shared_branch_ids"][0], [0, 0, 0, 0, 1, 1, 1, 2, 2, 0])
+    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 4, 5, 0])
+    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 9 + [0])
+    # the last prompt token (position 3) is trained for both answers' first tokens
     np.testing.assert_array_equal(s["shared_chosen_loss_weights"][0], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
-    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0], [0, 0, 0, 0, 0, 0, 0, 1, 1, 0])
-    np.testing.assert_array_equal(s["shared_target_tokens"][0][7:9], r[4:6])
+    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0], [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(s["shared_target_tokens"][0][3:6], c[4:7])
+    np.testing.assert_array_equal(s["shared_rejected_target_tokens"][0][[3, 7]], r[4:6])
     assert not any(k.startswith(("chosen_", "rejected_")) for k in s)
+
+
+def test_answers_that_start_alike_share_their_first_tokens():
+    b = pairs(0, [(4, 10, 9, "same_start")])   # the answers' first 3 tokens agree
+    assert pair_needs(b) == [10 + 9 - 7]
+    s = share_prompts(b, length=12)
+    np.testing.assert_array_equal(s["shared_branch_ids"][0], [0] * 7 + [1] * 3 + [2] * 2)
+    r = b["rejected_target_tokens"][0]
+    np.testing.assert_array_equal(s["shared_rejected_target_tokens"][0][3:7], r[3:7])
+    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0][3:7], [1] * 4)
 
 
 def test_row_length_rounds_up_and_never_exceeds_two_rows():
     b = pairs(0, SPECS)
-    # needs: 12 + 9 - 5, 7 + 12 - 2, 10 + 10 - 0 (no common prefix) -> 20
+    # needs: 12 + 9 - 6, 7 + 12 - 6 (prompt and 3 answer tokens), 10 + 10 - 0 (no common prefix) -> 20
     assert shared_length(b, multiple=7) == 21
     assert shared_length(b, multiple=128) == 2 * N
     assert worth_sharing(b, 21) and not worth_sharing(b, 22)   # 1.75 x 12 = 21
@@ -96,19 +108,19 @@ def test_layout_of_two_pairs_in_one_row():
     b = pairs(0, [(4, 7, 6, "shared"), (2, 5, 4, "shared")])
     b["ref_chosen_logps"] = np.array([-3.0, -5.0], np.float32)
     b["ref_rejected_logps"] = np.array([-4.0, -6.0], np.float32)
-    assert pair_needs(b) == [10, 8]   # 7 + 6 - 3 and 5 + 4 - 1
-    s = share_prompts(b, 19, plan_rows(pair_needs(b), 19), num_rows=2)
-    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 10 + [2] * 8 + [0])
-    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 3, 4, 5,
-                                                             0, 1, 2, 3, 4, 1, 2, 3, 0])
-    np.testing.assert_array_equal(s["shared_branch_ids"][0, 10:], [0, 1, 1, 1, 1, 2, 2, 2, 0])
-    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0, 10:], [0, 0, 0, 0, 0, 1, 1, 0, 0])
+    assert pair_needs(b) == [9, 7]   # 7 + 6 - 4 and 5 + 4 - 2
+    s = share_prompts(b, 17, plan_rows(pair_needs(b), 17), num_rows=2)
+    np.testing.assert_array_equal(s["shared_segment_ids"][0], [1] * 9 + [2] * 7 + [0])
+    np.testing.assert_array_equal(s["shared_positions"][0], [0, 1, 2, 3, 4, 5, 6, 4, 5,
+                                                             0, 1, 2, 3, 4, 2, 3, 0])
+    np.testing.assert_array_equal(s["shared_branch_ids"][0, 9:], [0, 0, 1, 1, 1, 2, 2, 0])
+    np.testing.assert_array_equal(s["shared_rejected_loss_weights"][0, 9:], [0, 1, 0, 0, 0, 1, 0, 0])
     np.testing.assert_array_equal(s["shared_pair_mask"], [[1, 1], [0, 0]])
     np.testing.assert_array_equal(s["ref_chosen_logps"], [[-3.0, -5.0], [0, 0]])
     np.testing.assert_array_equal(s["ref_rejected_logps"], [[-4.0, -6.0], [0, 0]])
     assert not s["shared_segment_ids"][1].any()
-    with pytest.raises(ValueError, match="pair 1 needs a shared row of 8 tokens; row 0 has 7 of 17 left"):
-        share_prompts(b, 17, [[0, 1]])
+    with pytest.raises(ValueError, match="pair 1 needs a shared row of 7 tokens; row 0 has 6 of 15 left"):
+        share_prompts(b, 15, [[0, 1]])
     with pytest.raises(ValueError, match="rows must hold each of the 2 pairs once"):
         share_prompts(b, 19, [[0]])
 

@@ -52,7 +52,11 @@ def test_dpo_raises_reward_accuracy(tiny_model, tmp_path):
     cfg = _cfg("configs/dpo.py", tiny_model, **{"train.steps": "12", "train.lr": "3e-3", "train.warmup": "0",
                                                "data.batch_size": "8"})
     history = Trainer(cfg, tmp_path, log=lambda *_: None).run()
-    assert history[0]["rewards/accuracies"] == 0.0  # policy == reference at the start
+    # policy == reference at the start: rewards zero up to rounding (the policy's log-probs
+    # come from the gradient pass, the reference's from a forward pass compiled apart; a
+    # prompt-shared pair's sum can differ in its last bit, which a strict > can count)
+    assert all(abs(history[0][k]) < 1e-5 for k in ("rewards/chosen", "rewards/rejected", "rewards/margins"))
+    assert history[0]["rewards/accuracies"] <= 0.125
     late = [h["rewards/accuracies"] for h in history[-4:]]
     assert sum(late) / len(late) > 0.5 and history[-1]["rewards/margins"] > 0
 
@@ -62,9 +66,10 @@ def test_dpo_with_shared_prompts_equals_separate_rows(tiny_model, tmp_path):
     shorter than the two they replace), with train.pack_pairs several pairs share a row
     (fewer rows than pairs), and the losses and metrics of 3 steps equal those of the
     separate rows (fp32; tolerances below). Batches of 16 HH-RLHF pairs (they vary in length, so
-    they pack) over the 8 test devices: packed row counts are multiples of 8."""
+    they pack) over the 8 test devices: packed row counts are multiples of 8, and rows of a
+    multiple of 256 leave room to pack 16 pairs into 8 of them."""
     over = {"train.steps": "3", "train.lr": "3e-3", "train.warmup": "0", "data.batch_size": "16",
-            "data.mixture": "findap_general_preference", "data.seq_len": "512"}
+            "data.mixture": "findap_general_preference", "data.seq_len": "512", "train.shared_row_multiple": "256"}
     runs, shapes = {}, {}
     for name, shared, pack in (("packed", "true", "true"), ("shared", "true", "false"), ("apart", "false", "false")):
         logs = []
