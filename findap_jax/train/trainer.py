@@ -30,6 +30,7 @@ from flax import nnx
 
 from findap_jax.checkpoints.loader import load_pretrained
 from findap_jax.checkpoints.orbax_io import save_orbax
+from findap_jax.compile_cache import use_compilation_cache
 from findap_jax.config import to_json
 from findap_jax.data.contamination import check, mixture_report
 from findap_jax.data.pipeline import is_preference, make_iterator, register, resolve_name
@@ -151,6 +152,7 @@ class Trainer:
     def __init__(self, cfg, workdir: str | os.PathLike, *, log=print):
         check_workdir(workdir)
         self.cfg, self.workdir, self.log = cfg, Path(workdir), log
+        use_compilation_cache(cfg.run.compilation_cache)
         tc = cfg.train
         self.mesh = make_mesh(dict(cfg.run.mesh))
         dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
