@@ -3,7 +3,8 @@
 A training step compiles once per input shape, and prompt-shared preference rows have
 several shapes per epoch (row lengths x row counts, ~21 on the bundled HH-RLHF pairs), each
 a compile of tens of seconds for SmolLM2 on a CPU. With the cache, a restarted or repeated
-run loads those executables from disk instead of compiling them again. The directory is
+run loads those executables from disk instead of compiling them again. JAX writes entries
+from process 0 only, so several hosts need a directory they all see. The directory is
 trusted code: do not share it with users you do not trust (JAX's own warning).
 """
 from __future__ import annotations

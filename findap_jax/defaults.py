@@ -86,7 +86,8 @@ def run_config() -> ml_collections.ConfigDict:
         max_nonfinite=3,          # stop after this many skipped non-finite steps
         export_final=True,        # write workdir/final (orbax export + tokenizer)
         min_free_bytes=-1,        # refuse to start with less free disk (-1: ~1 checkpoint + export, 0: off)
-        compilation_cache="",     # a directory: compiled steps persist across runs and restarts
+        compilation_cache="",     # a directory (relative: to the current one; shared by all hosts):
+                                  # compiled steps persist across runs and restarts
                                   # ("": JAX_COMPILATION_CACHE_DIR or none; findap_jax/compile_cache.py)
         coordinator="",           # multi-host: coordinator address (empty: env or TPU auto)
         num_processes=0,

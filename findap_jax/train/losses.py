@@ -17,8 +17,8 @@ def token_stats(logits, targets, mean: bool = False, alt_targets=None) -> dict:
     """Per-position statistics the losses need, in fp32: log p(target) `logp`, the
     log-partition `lse`, whether the target has the largest logit `correct`, (`mean`)
     the mean log-prob over the vocabulary `mean_logp` (label smoothing), and with
-    `alt_targets` log p(alt target) `alt_logp` (a prompt-shared row's last prompt token
-    predicts both answers' first tokens). [B, L, V] -> [B, L].
+    `alt_targets` log p(alt target) `alt_logp` (prompt-shared rows score the rejected
+    targets of their shared part from the same logits). [B, L, V] -> [B, L].
 
     `correct` compares the target's logit with the row max that logsumexp needs anyway,
     instead of an argmax (a second pass over the [B, L, V] logits: 130 ms of a SmolLM2

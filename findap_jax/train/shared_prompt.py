@@ -10,7 +10,7 @@ see the shared part and its own earlier tokens only (`Llama.hidden_states(branch
 so every trained position has the hidden state it has in its own row. The common prefix
 is every input token the two rows share (the prompt, and any answer tokens both begin
 with); a shared position predicts a chosen and a rejected target, which differ at its
-last position (the last prompt token predicts each answer's first token), so the shared
+last position (the prefix's last token predicts the first tokens where the rows differ), so the shared
 part carries both (`shared_target_tokens` for chosen, `shared_rejected_target_tokens`)
 and the head scores both from one logit row (`token_stats(alt_targets=)`). With a prompt
 of half the row the step's tokens fall from 2T to 1.5T per pair.
@@ -112,11 +112,13 @@ def share_if_worth_it(batch: dict, length: int, pack: bool = False) -> dict:
 def share_prompts(batch: dict, length: int, rows: list[list[int]] | None = None,
                   num_rows: int | None = None) -> dict:
     """The `shared_*` rows (`num_rows` x `length`; default one row per pair) of a padded
-    preference batch: input/target tokens, positions, segment ids (the pair's slot in its row
-    + 1 on every real token), branch ids, chosen/rejected loss weights on their branches
-    and the shared part, the rejected targets (on the shared part and branch 2), and `shared_pair_mask` [num_rows, B] (1 on slots that hold a pair). `rows[r]` lists the
-    pairs of row r (`plan_rows`); rows past them stay empty. Precomputed reference
-    log-probs [B] move to their pairs' slots, [num_rows, B]; other keys pass through."""
+    preference batch: input tokens, positions, segment ids (the pair's slot in its row + 1
+    on every real token), branch ids, target tokens (chosen on branches 0 and 1, rejected on
+    branch 2), rejected target tokens (on branches 0 and 2), chosen/rejected loss weights
+    (on the shared part and their own branch), and `shared_pair_mask` [num_rows, B] (1 on
+    slots that hold a pair). `rows[r]` lists the pairs of row r (`plan_rows`); rows past
+    them stay empty. Precomputed reference log-probs [B] move to their pairs' slots,
+    [num_rows, B]; other keys pass through."""
     b = len(batch["chosen_input_tokens"])
     rows = [[i] for i in range(b)] if rows is None else rows
     num_rows = len(rows) if num_rows is None else num_rows

@@ -32,7 +32,8 @@ def _row(tokens, prompt, n=N, trained=True):
 def pairs(seed, specs, vocab=256, n=N):
     """specs: (prompt length, chosen length, rejected length, how), how one of "shared",
     "apart" (different prompts), "same_start" (the answers' first 3 tokens agree too),
-    "untrained" (the rejected side has no weights); None = an all-zero padding pair."""
+    "untrained" (the rejected side has no weights), "identical" (rejected = chosen),
+    "prefix" (the shorter row is the start of the longer); None = an all-zero padding pair."""
     rng = np.random.default_rng(seed)
     rows = {"chosen": [], "rejected": []}
     for spec in specs:
@@ -47,6 +48,10 @@ def pairs(seed, specs, vocab=256, n=N):
         r = np.concatenate([other, rng.integers(0, vocab, nr - p)])
         if how == "same_start":
             r[p:p + 3] = c[p:p + 3]
+        elif how == "identical":
+            r = c.copy()
+        elif how == "prefix":
+            r = c[:nr] if nr <= nc else np.concatenate([c, r[nc:]])
         rows["chosen"].append(_row(c, p, n))
         rows["rejected"].append(_row(r, p, n, trained=how != "untrained"))
     return {f"{side}_{k}": np.stack([r[k] for r in rs]) for side, rs in rows.items() for k in rs[0]}
@@ -54,6 +59,7 @@ def pairs(seed, specs, vocab=256, n=N):
 
 SPECS = [(6, 12, 9, "shared"), (3, 7, 12, "same_start"), (5, 10, 10, "apart"), None]
 LONG = [(150, 200, 170, "shared"), (40, 180, 200, "same_start"), (120, 190, 160, "untrained"), None]
+EDGE = [(4, 10, 10, "identical"), (3, 11, 7, "prefix"), (5, 8, 12, "prefix"), (2, 9, 6, "shared")]
 
 
 def test_layout_of_one_pair():
@@ -152,6 +158,33 @@ def test_log_probs_equal_separate_rows(attention, long):
         np.testing.assert_allclose(got, want, atol=1e-5)
     if long:   # (the short batch's pair with different prompts needs both rows whole)
         assert s["shared_input_tokens"].shape[1] < 2 * b["chosen_input_tokens"].shape[1]
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_log_probs_equal_separate_rows_when_one_row_starts_the_other(pack):
+    """Identical chosen and rejected rows (the whole pair is the shared part) and rows of
+    which one is the start of the other (an empty answer branch): every trained token's
+    log-prob equals its own row's within 1e-5, one pair per row or packed."""
+    model = Llama(get_preset("tiny"), rngs=nnx.Rngs(0))
+    tc = train_cfg(head_chunk=5)
+    b = pairs(3, EDGE)
+    assert pair_needs(b) == [10, 11, 12, 9 + 6 - 2]
+    length = shared_length(b, 8)
+    s = share_prompts(b, length, plan_rows(pair_needs(b), length, pack))
+    if not pack:   # the identical pair is all shared part; a prefix row leaves its branch empty
+        branches = [set(s["shared_branch_ids"][r][s["shared_segment_ids"][r] > 0].tolist()) for r in range(3)]
+        assert branches == [{0}, {0, 1}, {0, 2}], branches
+    c0, r0 = pair_logps(model, jax.tree.map(jnp.asarray, b), tc)
+    c1, r1 = pair_logps(model, jax.tree.map(jnp.asarray, s), tc)
+    for side, apart, shared in (("chosen", c0, c1), ("rejected", r0, r1)):
+        want = np.sort(np.asarray(apart)[b[f"{side}_loss_weights"] > 0])
+        got = np.sort(np.asarray(shared)[s[f"shared_{side}_loss_weights"] > 0])
+        assert len(want) == len(got) > 0
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    for side, apart, shared in (("chosen", c0, c1), ("rejected", r0, r1)):
+        sums, mask = pair_sums(jax.tree.map(jnp.asarray, s), shared)
+        np.testing.assert_allclose(np.sort(np.asarray(sums)[np.asarray(mask) > 0]),
+                                   np.sort(np.asarray(apart).sum(-1)), atol=1e-4)
 
 
 @pytest.mark.parametrize("long", [False, True])
