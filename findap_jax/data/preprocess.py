@@ -41,18 +41,6 @@ def chat_example(tokenizer, messages, length: int, where: str = "messages") -> d
     return {"targets": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32)}
 
 
-def _last_run(mask: list[int]) -> list[int]:
-    """The mask with only its last run of ones kept."""
-    out = [0] * len(mask)
-    i = len(mask) - 1
-    while i >= 0 and not mask[i]:
-        i -= 1
-    while i >= 0 and mask[i]:
-        out[i] = 1
-        i -= 1
-    return out
-
-
 def preference_example(tokenizer, record: dict, length: int, where: str = "record") -> dict | None:
     """Chosen and rejected token rows (prompt + completion) and their completion masks;
     None when either is longer than `length`. The mask covers the final assistant turn
@@ -63,9 +51,9 @@ def preference_example(tokenizer, record: dict, length: int, where: str = "recor
     out = {}
     for side in ("chosen", "rejected"):
         ids, mask = tokenizer.encode_chat(prompt + [{"role": "assistant", "content": record[side]}],
-                                          source=where)
+                                          source=where, last_turn_only=True)
         if len(ids) > length:
             return None
         out[f"{side}_tokens"] = np.asarray(ids, np.int32)
-        out[f"{side}_mask"] = np.asarray(_last_run(mask), np.int32)
+        out[f"{side}_mask"] = np.asarray(mask, np.int32)
     return out

@@ -105,9 +105,13 @@ class Tokenizer:
         return self._need_chat().render(messages, add_generation_prompt)
 
     def encode_chat(self, messages: Sequence[Message], add_generation_prompt: bool = False,
-                    source: str = "messages") -> tuple[list[int], list[int]]:
-        """Token ids of the rendered chat and a 0/1 mask of assistant content + end token."""
+                    source: str = "messages", last_turn_only: bool = False) -> tuple[list[int], list[int]]:
+        """Token ids of the rendered chat and a 0/1 mask of assistant content + end token
+        (`last_turn_only`: of the final assistant turn only, as preference pairs train)."""
         segs = self._need_chat().segments(messages, add_generation_prompt, source=source)
+        if last_turn_only:
+            last = max((j for j, (_, train) in enumerate(segs) if train), default=-1)
+            segs = [(t, j == last) for j, (t, _) in enumerate(segs)]
         if self.kind == "hf":
             text = "".join(t for t, _ in segs)
             enc = self.backend.encode(text, add_special_tokens=False)
