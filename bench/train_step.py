@@ -83,14 +83,15 @@ def pair_rows(b, n, vocab, rng, weighted, prompt, shared_multiple):
     return share_if_worth_it(batch, shared_length(batch, shared_multiple), pack) if shared_multiple else batch
 
 
-def our_step(cfg, loss, dtype="float32", param_dtype="float32", compiler_options=None, **train):
+def our_step(cfg, loss, dtype="float32", param_dtype="float32", compiler_options=None, model_kw=None,
+             **train):
     """(jitted step, initial state, params, train config) of the trainer's step for `loss` with
-    AdamW at a constant lr, random weights of cfg's shapes; `train` overrides train.* keys.
-    The state is donated to the step."""
+    AdamW at a constant lr, random weights of cfg's shapes; `train` overrides train.* keys,
+    `model_kw` passes Llama options (attention, remat). The state is donated to the step."""
     tc = defaults.train_config()
     tc.update(dict(loss=loss, steps=1000, warmup=0, schedule="constant", lr=1e-5, **train))
     graphdef, params, rest = split_model(Llama(cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype),
-                                                 param_dtype=jnp.dtype(param_dtype)))
+                                                 param_dtype=jnp.dtype(param_dtype), **(model_kw or {})))
     tx, sched = make_optimizer(tc)
     step = jax.jit(make_train_step(graphdef, tx, sched, tc), donate_argnums=0, compiler_options=compiler_options)
     return step, init_state(params, tx), params, tc

@@ -1,8 +1,9 @@
 """Throughput and MFU: FLOPs per token of a train step and the device's peak FLOP/s.
 
-Peak FLOP/s: published bf16 dense numbers for accelerators (Levanter/MaxText tables:
-H100 SXM 989e12, A100 312e12, TPU v4 275e12, v5e 197e12, v5p 459e12, v6e 918e12); on
-CPU it is measured with a large fp32 matmul probe in the same process.
+Peak FLOP/s: published bf16 dense numbers for accelerators (Levanter/MaxText tables and
+NVIDIA's datasheets: H100 SXM and H200 989e12, H100 PCIe 756e12, A100 312e12, TPU v4
+275e12, v5e 197e12, v5p 459e12, v6e 918e12); on CPU it is measured with a large fp32
+matmul probe in the same process.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-PEAK_FLOPS = {"h100": 989e12, "a100": 312e12, "tpu v4": 275e12, "tpu v5 lite": 197e12,
-              "tpu v5e": 197e12, "tpu v5p": 459e12, "tpu v5": 459e12, "tpu v6": 918e12}
+# first match wins: "h100 pcie" before "h100"
+PEAK_FLOPS = {"h100 pcie": 756e12, "h100": 989e12, "h200": 989e12, "a100": 312e12, "tpu v4": 275e12,
+              "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12, "tpu v5": 459e12, "tpu v6": 918e12}
 
 
 def train_flops_per_token(cfg, seq_len: int) -> float:

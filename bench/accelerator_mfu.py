@@ -1,0 +1,138 @@
+"""Train-step MFU on an accelerator: the ~1B preset and Llama-3-8B-shaped layers.
+
+    python bench/accelerator_mfu.py [--runs SPEC [SPEC ...]] [--steps 5] [--peak-n 8192] [--json FILE]
+
+SPEC is `preset[:key=value,...]` with keys batch, seq, layers (cut the preset to this many
+layers: 8B-shaped layers on one chip), dtype, param_dtype, attention, remat, head_chunk.
+The default runs are `llama3.2-1b:batch=8,seq=2048` and `llama3-8b:layers=4,batch=4,seq=2048`:
+the trainer's SFT/CPT step (masked CE fwd+bwd, AdamW) on one device, random weights, bf16
+compute over fp32 master weights, attention `dot_product_attention` on GPU (cuDNN's fused
+kernel), `splash` on TPU, the blocked XLA one elsewhere.
+
+MFU = model FLOPs per second (6N + causal attention, `metrics.train_flops_per_token`, the
+LM head included) over two peaks: the chip's published bf16 dense peak
+(`metrics.PEAK_FLOPS`, the convention MaxText's ~46% for Llama2-7B on 8xH100 uses) and a
+bf16 n^3 matmul measured in this run. Each step is timed on its own after two warm-up
+steps (compile); the median is reported, with the device's peak memory where it tells.
+Runs on CPU too (the test runs it on the tiny preset), where the measured peak is the one
+that means something.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from train_step import lm_batch, our_step   # bench/ is on sys.path when run as a script
+
+from findap_jax.model import get_preset
+from findap_jax.train.metrics import PEAK_FLOPS, measured_matmul_flops, train_flops_per_token
+
+DEFAULT_RUNS = ("llama3.2-1b:batch=8,seq=2048", "llama3-8b:layers=4,batch=4,seq=2048")
+_INT_KEYS = ("batch", "seq", "layers", "head_chunk")
+_STR_KEYS = ("dtype", "param_dtype", "attention", "remat")
+
+
+def default_attention(platform: str) -> str:
+    return {"gpu": "dot_product_attention", "tpu": "splash"}.get(platform, "xla")
+
+
+def parse_run(spec: str, platform: str) -> dict:
+    """`preset[:key=value,...]` -> the run's settings; unknown keys and bad values are errors
+    that name the spec."""
+    preset, _, opts = spec.partition(":")
+    run = dict(preset=preset, batch=8, seq=2048, layers=0, head_chunk=0, dtype="bfloat16",
+               param_dtype="float32", attention=default_attention(platform), remat="none")
+    for item in filter(None, opts.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in _INT_KEYS + _STR_KEYS:
+            raise ValueError(f"run {spec!r}: {item!r} is not key=value with a key among "
+                             f"{sorted(_INT_KEYS + _STR_KEYS)}")
+        try:
+            run[key] = int(value) if key in _INT_KEYS else value
+        except ValueError:
+            raise ValueError(f"run {spec!r}: {key} must be an integer, got {value!r}") from None
+    get_preset(preset)   # unknown preset -> KeyError naming the choices
+    return run
+
+
+def published_peak(device) -> float | None:
+    kind = device.device_kind.lower()
+    return next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
+
+
+def peak_memory(device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return (stats or {}).get("peak_bytes_in_use")
+
+
+def measure(run: dict, steps: int) -> dict:
+    """Time `steps` SFT/CPT steps of one run (after two warm-up steps); returns its figures."""
+    cfg = get_preset(run["preset"])
+    if run["layers"]:
+        cfg = cfg.replace(num_layers=run["layers"])
+    train = dict(head_chunk=run["head_chunk"]) if run["head_chunk"] else {}
+    step, state, _, _ = our_step(cfg, "lm", run["dtype"], run["param_dtype"],
+                                 model_kw=dict(attention=run["attention"], remat=run["remat"]), **train)
+    batch = jax.tree.map(jnp.asarray, lm_batch(run["batch"], run["seq"], cfg.vocab_size,
+                                               np.random.default_rng(0)))
+    times, losses = [], []
+    for i in range(steps + 2):
+        t = time.perf_counter()
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))   # blocks until the step is done
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    tokens = run["batch"] * run["seq"]
+    sec = statistics.median(times)
+    return dict(run, params=cfg.num_params(), flops_per_token=train_flops_per_token(cfg, run["seq"]),
+                step_s=sec, tokens_per_s=tokens / sec, losses=losses,
+                peak_memory_bytes=peak_memory(jax.devices()[0]))
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS))
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--peak-n", type=int, default=8192, help="size of the bf16 matmul peak probe")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    device = jax.devices()[0]
+    runs = [parse_run(s, device.platform) for s in args.runs]   # all specs checked before any work
+    measured = measured_matmul_flops(args.peak_n, repeats=10, dtype="bfloat16")
+    published = published_peak(device)
+    print(f"device: {device.device_kind} ({device.platform}), {jax.device_count()} device(s), jax {jax.__version__}")
+    print(f"bf16 {args.peak_n}^3 matmul: {measured / 1e12:.1f} TFLOP/s measured; published bf16 dense peak: "
+          + (f"{published / 1e12:.0f} TFLOP/s" if published else "unknown for this chip"))
+    results = []
+    for run in runs:
+        r = measure(run, args.steps)
+        model_flops = r["flops_per_token"] * r["tokens_per_s"]
+        r.update(model_tflops=model_flops / 1e12, mfu_measured_peak=model_flops / measured,
+                 mfu_published_peak=model_flops / published if published else None,
+                 measured_peak_tflops=measured / 1e12, device=device.device_kind)
+        mem = f", peak memory {r['peak_memory_bytes'] / 2**30:.1f} GiB" if r["peak_memory_bytes"] else ""
+        pub = f"{r['mfu_published_peak']:.3f}" if published else "n/a"
+        print(f"{run['preset']} ({r['params'] / 1e9:.2f}B params, {cfg_layers(run)} layers), batch {run['batch']} x "
+              f"seq {run['seq']}, {run['dtype']} compute / {run['param_dtype']} weights, attention "
+              f"{run['attention']}, remat {run['remat']}: {r['step_s']:.3f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
+              f"{r['model_tflops']:.1f} TFLOP/s; MFU {pub} of the published peak, "
+              f"{r['mfu_measured_peak']:.3f} of the measured matmul{mem}", flush=True)
+        results.append(r)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def cfg_layers(run: dict) -> int:
+    return run["layers"] or get_preset(run["preset"]).num_layers
+
+
+if __name__ == "__main__":
+    main()
