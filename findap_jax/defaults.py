@@ -11,7 +11,7 @@ def model_config() -> ml_collections.ConfigDict:
         param_dtype="float32",
         chat_format=ml_collections.FieldReference(None, field_type=str),
         remat="none",        # none, full, dots, dots_no_batch
-        attention="xla",     # xla (blocked causal), reference, dot_product_attention (cuDNN on GPU), splash (TPU Pallas)
+        attention="xla",     # xla (blocked causal), reference, dot_product_attention (cuDNN on GPU in bf16), splash (TPU Pallas)
     ))
 
 

@@ -1,5 +1,7 @@
 """Layers: the hand-written matmul backward and the blocked attention equal the textbook
 forms (autodiff of einsum, full-matrix GQA attention) in values and gradients, fp32."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,6 +96,34 @@ def test_attention_over_a_longer_cache_and_other_impls_equal_reference():
     np.testing.assert_allclose(attend(q, k, v, mask, impl="dot_product_attention"), ref, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
         attend(q, k, v, mask, impl="flash")
+
+
+def test_dot_product_attention_asks_for_cudnn_where_it_applies_and_falls_back(monkeypatch, caplog):
+    """jax's default implementation is its XLA form, so cuDNN is asked for by name on a GPU in
+    bf16/fp16; a refusal (its shape/dtype/version checks) falls back to XLA's with a warning."""
+    from findap_jax.model import layers
+    assert not layers._cudnn_applies(jnp.bfloat16)      # this host has no GPU
+    q, k, v = _rand(0, 2, 6, 4, 8), _rand(1, 2, 6, 2, 8), _rand(2, 2, 6, 2, 8)
+    mask = jnp.tril(jnp.ones((6, 6), bool))[None].repeat(2, 0)
+    ref = attend_reference(q, k, v, mask)
+    real, calls = jax.nn.dot_product_attention, []
+
+    def fake(q, k, v, *, implementation=None, refuse=False, **kw):
+        calls.append((implementation, kw["is_causal"], kw["mask"].shape))
+        if implementation == "cudnn" and refuse:
+            raise NotImplementedError("no cuDNN here")
+        return real(q, k, v, **kw)
+    monkeypatch.setattr(layers, "_cudnn_applies", lambda dtype: True)
+    monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+    np.testing.assert_allclose(attend(q, k, v, mask, causal=True, impl="dot_product_attention"), ref, atol=1e-5)
+    assert calls == [("cudnn", True, (2, 1, 6, 6))]
+    calls.clear()
+    monkeypatch.setattr(jax.nn, "dot_product_attention", functools.partial(fake, refuse=True))
+    with caplog.at_level("WARNING"):
+        np.testing.assert_allclose(attend(q, k, v, mask, causal=True, impl="dot_product_attention"), ref,
+                                   atol=1e-5)
+    assert [c[0] for c in calls] == ["cudnn", None]
+    assert "cuDNN attention does not apply (no cuDNN here)" in caplog.text
 
 
 @pytest.mark.parametrize("impl", ["xla", "reference"])
