@@ -16,7 +16,9 @@ seq-1 targets; positions and causal mask built inside the step as tunix/cli/peft
 step = what DPOTrainer.train runs per step: `_prepare_inputs` (chosen/rejected concatenation, masks and the
 frozen reference model's log-probs, a separate jit) then its jitted train step; prompt of --prompt tokens,
 responses of seq-prompt tokens, so each sequence is seq tokens and seq-1 are scored, as ours. Tokens
-counted as bench/train_step.py: SFT batch*seq, DPO 2*batch*seq. Medians after one warm-up call.
+counted as bench/train_step.py: SFT batch*seq, DPO 2*batch*seq. The two stacks' steps alternate as in
+bench/train_step.py (`timing.interleaved_times`: one warm-up call each, then --steps rounds in which each
+stack runs a settle step and a timed step); medians, and the median of the per-round ratios.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # findap_jax of this checkout
-from timing import median_time  # bench/timing.py (the script's folder is on sys.path)
+from timing import interleaved_times  # bench/timing.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_host_malloc
@@ -68,14 +70,15 @@ def tokens(rng, b, n, vocab):
     return jnp.asarray(rng.integers(1, vocab, (b, n)).astype(np.int32))
 
 
-def timed(step, example_fn, steps):
+def runner(step, example_fn):
+    """One Tunix train step (with its per-step input preparation) as a callable."""
     def run():
         loss, _, _ = step(example_fn())
         jax.block_until_ready(loss)
-    return median_time(run, steps)
+    return run
 
 
-def tunix_sft(cfg, b, n, steps):
+def tunix_sft(cfg, b, n):
     from tunix.sft import peft_trainer, utils
     trainer = peft_trainer.PeftTrainer(tunix_model(cfg), optimizer(),
                                        peft_trainer.TrainingConfig(eval_every_n_steps=10**9, max_steps=10**9))
@@ -89,10 +92,10 @@ def tunix_sft(cfg, b, n, steps):
     rng = np.random.default_rng(0)
     batch = peft_trainer.TrainingInput(input_tokens=tokens(rng, b, n, cfg.vocab_size),
                                        input_mask=jnp.ones((b, n), jnp.int32))
-    return timed(step, lambda: batch, steps)
+    return runner(step, lambda: batch)
 
 
-def tunix_dpo(cfg, b, n, steps, prompt):
+def tunix_dpo(cfg, b, n, prompt):
     from tunix.sft.dpo import dpo_trainer as dpo
     policy = tunix_model(cfg)
     trainer = dpo.DPOTrainer(policy, nnx.clone(policy), optimizer(),
@@ -104,7 +107,7 @@ def tunix_dpo(cfg, b, n, steps, prompt):
                             prompt_mask=jnp.ones((b, prompt), jnp.int32),
                             chosen_ids=tokens(rng, b, r, cfg.vocab_size), chosen_mask=jnp.ones((b, r), jnp.int32),
                             rejected_ids=tokens(rng, b, r, cfg.vocab_size), rejected_mask=jnp.ones((b, r), jnp.int32))
-    return timed(step, lambda: trainer._prepare_inputs(raw), steps)  # the reference forward runs in here
+    return runner(step, lambda: trainer._prepare_inputs(raw))  # the reference forward runs in here
 
 
 def main():
@@ -132,26 +135,28 @@ def main():
     print(f"{'tiny' if args.tiny else args.preset}, seq {args.seq}, batch {args.batch} (DPO: {args.batch} pairs, "
           f"prompt {args.prompt}), fp32, AdamW; tunix {getattr(tunix, '__version__', '?')}, jax {jax.__version__}")
     print(f"{'step':5} {'impl':11} {'s/step':>8} {'tokens/s':>9}")
-    impls = [("tunix", {"lm": lambda: tunix_sft(cfg, args.batch, args.seq, args.steps),
-                        "dpo": lambda: tunix_dpo(cfg, args.batch, args.seq, args.steps, args.prompt)})]
+    makers = {"tunix": {"lm": lambda: tunix_sft(cfg, args.batch, args.seq),
+                        "dpo": lambda: tunix_dpo(cfg, args.batch, args.seq, args.prompt)}}
     if not args.skip_ours:
         from train_step import ours  # bench/train_step.py: same batch layout, live frozen reference for DPO
-        impls.append(("findap-jax", {
-            k: (lambda k=k: median_time(ours(cfg, k, args.batch, args.seq, prompt=args.prompt / args.seq),
-                                            args.steps)) for k in ("lm", "dpo")}))
-    res = {}
+        makers["findap-jax"] = {k: (lambda k=k: ours(cfg, k, args.batch, args.seq, prompt=args.prompt / args.seq))
+                                for k in ("lm", "dpo")}
+    res, paired = {}, {}
     for kind in ("lm", "dpo"):
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
-        for name, fns in impls:
-            res[(kind, name)] = t = fns[kind]()
-            gc.collect()   # the trainers hold reference cycles; free one peer's model and moments before the next
+        # both stacks' steps alternate, each timed step after a settle step (timing.interleaved_times)
+        times, ratios = interleaved_times({name: fns[kind]() for name, fns in makers.items()}, args.steps)
+        paired[kind] = ratios
+        for name, t in times.items():
+            res[(kind, name)] = t
             print(f"{'SFT' if kind == 'lm' else 'DPO':5} {name:11} {t:8.2f} {n_tok / t:9.1f}", flush=True)
-    for name, _ in impls:
+        gc.collect()   # the trainers hold reference cycles; free this kind's models and moments before the next
+    for name in makers:
         print(f"{name}: DPO / SFT time per sequence = {res[('dpo', name)] / res[('lm', name)] / 2:.2f}")
     if not args.skip_ours:
         print("findap-jax / tunix tokens/s: " + ", ".join(
-            f"{lbl} {res[(kind, 'tunix')] / res[(kind, 'findap-jax')]:.2f}"
-            for kind, lbl in (("lm", "SFT"), ("dpo", "DPO"))))
+            f"{lbl} {res[(kind, 'tunix')] / res[(kind, 'findap-jax')]:.2f} (median of the per-round ratios "
+            f"{1 / paired[kind]['findap-jax']:.2f})" for kind, lbl in (("lm", "SFT"), ("dpo", "DPO"))))
 
 
 if __name__ == "__main__":

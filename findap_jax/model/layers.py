@@ -230,7 +230,9 @@ def fused_dot_product_attention(q, k, v, mask, is_causal: bool):
     Why not jax's default: with `implementation=None` jax runs its XLA form, which builds the
     [B, H, T, S] scores, so cuDNN must be asked for by name. The boolean mask reaches cuDNN as
     an additive bias; `is_causal` lets it skip the upper triangle. Where cuDNN refuses the
-    call (its dtype, head size or version checks), the XLA form runs, with a warning."""
+    call (its dtype, head size or version checks), the XLA form runs, with a warning. jax's
+    cuDNN partitioner refuses heads sharded over a mesh axis (tensor > 1) when it compiles,
+    past this fallback: use `xla` attention there."""
     kw = dict(mask=mask[:, None], is_causal=is_causal)
     if _cudnn_applies(q.dtype):
         try:
