@@ -32,7 +32,9 @@ def test_runs_on_the_tiny_preset_and_reports_consistent_mfu(tmp_path):
 
 def test_run_specs_are_checked():
     run = parse_run("llama3-8b:layers=4,batch=2,remat=full", "gpu")
-    assert (run["layers"], run["batch"], run["remat"], run["attention"]) == (4, 2, "full", "dot_product_attention")
+    assert (run["layers"], run["batch"], run["remat"], run["attention"], run["head_chunk"]) == \
+        (4, 2, "full", "dot_product_attention", 2048)
+    assert parse_run("tiny", "cpu")["head_chunk"] == 0     # the trainer's default
     assert parse_run("llama3.2-1b", "tpu")["attention"] == "splash"
     with pytest.raises(ValueError, match="'llama3-8b:layer=4'.*'layer=4'"):
         parse_run("llama3-8b:layer=4", "gpu")
