@@ -1,6 +1,7 @@
 """Train-step MFU on an accelerator: the ~1B preset and Llama-3-8B-shaped layers.
 
-    python bench/accelerator_mfu.py [--runs SPEC [SPEC ...]] [--steps 5] [--peak-n 8192] [--json FILE]
+    python bench/accelerator_mfu.py [--runs SPEC [SPEC ...]] [--steps 5] [--peak-n 0] [--peak-repeats 50]
+                                    [--json FILE]
 
 SPEC is `preset[:key=value,...]` with keys batch, seq, layers (cut the preset to this many
 layers: 8B-shaped layers on one chip), dtype, param_dtype, attention, remat, head_chunk.
@@ -14,7 +15,8 @@ MFU = model FLOPs per second (6N + causal attention, `metrics.train_flops_per_to
 LM head included) over two peaks: the chip's published bf16 dense peak
 (`metrics.PEAK_FLOPS`, the convention MaxText's ~46% for Llama2-7B on 8xH100 uses) and a
 bf16 n^3 matmul measured in this run. Each step is timed on its own after two warm-up
-steps (compile); the median is reported, with the device's peak memory where it tells.
+steps (compile); the median is reported, with the device's memory high-water mark so far
+in the process where it tells (after the second run, the larger of the two).
 Runs on CPU too (the test runs it on the tiny preset), where the measured peak is the one
 that means something. It imports only jax, flax, optax, numpy and ml-collections (no
 TensorFlow, seqio or torch), so on a machine that has the first four,
@@ -35,7 +37,7 @@ import numpy as np
 from train_step import lm_batch, our_step   # bench/ is on sys.path when run as a script
 
 from findap_jax.model import get_preset
-from findap_jax.train.metrics import PEAK_FLOPS, measured_matmul_flops, train_flops_per_token
+from findap_jax.train.metrics import measured_matmul_flops, published_peak_flops, train_flops_per_token
 
 DEFAULT_RUNS = ("llama3.2-1b:batch=8,seq=2048", "llama3-8b:layers=4,batch=4,seq=2048")
 _INT_KEYS = ("batch", "seq", "layers", "head_chunk")
@@ -65,11 +67,6 @@ def parse_run(spec: str, platform: str) -> dict:
             raise ValueError(f"run {spec!r}: {key} must be an integer, got {value!r}") from None
     get_preset(preset)   # unknown preset -> KeyError naming the choices
     return run
-
-
-def published_peak(device) -> float | None:
-    kind = device.device_kind.lower()
-    return next((v for k, v in PEAK_FLOPS.items() if k in kind), None)
 
 
 def peak_memory(device) -> int | None:
@@ -105,15 +102,18 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS))
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--peak-n", type=int, default=8192, help="size of the bf16 matmul peak probe")
+    ap.add_argument("--peak-n", type=int, default=0,
+                    help="size of the bf16 matmul peak probe (0: 8,192 on an accelerator, 2,048 on CPU)")
+    ap.add_argument("--peak-repeats", type=int, default=50)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     device = jax.devices()[0]
     runs = [parse_run(s, device.platform) for s in args.runs]   # all specs checked before any work
-    measured = measured_matmul_flops(args.peak_n, repeats=10, dtype="bfloat16")
-    published = published_peak(device)
+    n = args.peak_n or (2048 if device.platform == "cpu" else 8192)
+    measured = measured_matmul_flops(n, repeats=args.peak_repeats, dtype="bfloat16")
+    published = published_peak_flops(device.device_kind)
     print(f"device: {device.device_kind} ({device.platform}), {jax.device_count()} device(s), jax {jax.__version__}")
-    print(f"bf16 {args.peak_n}^3 matmul: {measured / 1e12:.1f} TFLOP/s measured; published bf16 dense peak: "
+    print(f"bf16 {n}^3 matmul: {measured / 1e12:.1f} TFLOP/s measured; published bf16 dense peak: "
           + (f"{published / 1e12:.0f} TFLOP/s" if published else "unknown for this chip"))
     results = []
     for run in runs:
@@ -122,7 +122,8 @@ def main(argv=None) -> list[dict]:
         r.update(model_tflops=model_flops / 1e12, mfu_measured_peak=model_flops / measured,
                  mfu_published_peak=model_flops / published if published else None,
                  measured_peak_tflops=measured / 1e12, device=device.device_kind)
-        mem = f", peak memory {r['peak_memory_bytes'] / 2**30:.1f} GiB" if r["peak_memory_bytes"] else ""
+        mem = (f", device memory peak so far {r['peak_memory_bytes'] / 2**30:.1f} GiB"
+               if r["peak_memory_bytes"] else "")
         pub = f"{r['mfu_published_peak']:.3f}" if published else "n/a"
         print(f"{run['preset']} ({r['params'] / 1e9:.2f}B params, {cfg_layers(run)} layers), batch {run['batch']} x "
               f"seq {run['seq']}, {run['dtype']} compute / {run['param_dtype']} weights, attention "

@@ -5,13 +5,14 @@ import math
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from accelerator_mfu import main, parse_run  # noqa: E402
 
 from findap_jax.model import get_preset  # noqa: E402
-from findap_jax.train.metrics import train_flops_per_token  # noqa: E402
+from findap_jax.train.metrics import published_peak_flops, train_flops_per_token  # noqa: E402
 
 
 def test_runs_on_the_tiny_preset_and_reports_consistent_mfu(tmp_path):
@@ -26,7 +27,9 @@ def test_runs_on_the_tiny_preset_and_reports_consistent_mfu(tmp_path):
     assert r["tokens_per_s"] == pytest.approx(2 * 64 / r["step_s"])
     assert r["mfu_measured_peak"] == pytest.approx(
         r["flops_per_token"] * r["tokens_per_s"] / (r["measured_peak_tflops"] * 1e12))
-    assert r["mfu_published_peak"] is None        # no published peak for a CPU
+    published = published_peak_flops(jax.devices()[0].device_kind)    # None on a CPU
+    assert r["mfu_published_peak"] == (None if published is None else pytest.approx(
+        r["flops_per_token"] * r["tokens_per_s"] / published))
     assert len(r["losses"]) == 4 and all(math.isfinite(x) for x in r["losses"])
 
 
@@ -42,3 +45,11 @@ def test_run_specs_are_checked():
         parse_run("tiny:batch=x", "cpu")
     with pytest.raises(KeyError, match="unknown model preset"):
         parse_run("llama9:batch=1", "cpu")
+
+
+@pytest.mark.parametrize("kind,peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA H100 NVL", None), ("NVIDIA A100-SXM4-80GB", 312e12), ("TPU v5 lite", 197e12),
+    ("TPU v5p", 459e12), ("TPU v6 lite", 918e12), ("cpu", None)])
+def test_published_peaks_match_device_kinds(kind, peak):
+    assert published_peak_flops(kind) == peak

@@ -220,9 +220,12 @@ def _attend_block(q, k, v, mask):
     return ungrouped(out, q.shape[1])
 
 
-def _cudnn_applies(dtype) -> bool:
-    """cuDNN's fused attention runs on GPUs, in bf16/fp16 only."""
-    return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+def _cudnn_applies(dtype, t: int, s: int) -> bool:
+    """cuDNN's fused attention runs on GPUs, in bf16/fp16 only, and (with a bias, as the mask
+    becomes) trains only on even query and key lengths: jax checks that in its forward rule,
+    which under a layer scan is traced after this function returns, past the fallback."""
+    return (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and t % 2 == 0 and s % 2 == 0)
 
 
 def fused_dot_product_attention(q, k, v, mask, is_causal: bool):
@@ -231,10 +234,11 @@ def fused_dot_product_attention(q, k, v, mask, is_causal: bool):
     [B, H, T, S] scores, so cuDNN must be asked for by name. The boolean mask reaches cuDNN as
     an additive bias; `is_causal` lets it skip the upper triangle. Where cuDNN refuses the
     call (its dtype, head size or version checks), the XLA form runs, with a warning. jax's
-    cuDNN partitioner refuses heads sharded over a mesh axis (tensor > 1) when it compiles,
-    past this fallback: use `xla` attention there."""
+    cuDNN partitioner refuses, when it compiles and so past this fallback, q, k and v sharded
+    differently (kv heads that do not divide the `tensor` axis) or along the sequence: use
+    `xla` attention there."""
     kw = dict(mask=mask[:, None], is_causal=is_causal)
-    if _cudnn_applies(q.dtype):
+    if _cudnn_applies(q.dtype, q.shape[1], k.shape[1]):
         try:
             return jax.nn.dot_product_attention(q, k, v, implementation="cudnn", **kw)
         except (NotImplementedError, ValueError, RuntimeError) as e:

@@ -13,9 +13,18 @@ import time
 import jax
 import jax.numpy as jnp
 
-# first match wins: "h100 pcie" before "h100"
-PEAK_FLOPS = {"h100 pcie": 756e12, "h100": 989e12, "h200": 989e12, "a100": 312e12, "tpu v4": 275e12,
-              "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12, "tpu v5": 459e12, "tpu v6": 918e12}
+# A key matches a device kind holding all of its words; the first match wins, so variants come
+# before their family. None: a variant whose peak is not listed here (NVL parts run lower clocks).
+PEAK_FLOPS = {"h100 pcie": 756e12, "h100 nvl": None, "h200 nvl": None, "h100": 989e12, "h200": 989e12,
+              "a100": 312e12, "tpu v4": 275e12, "tpu v5 lite": 197e12, "tpu v5e": 197e12, "tpu v5p": 459e12,
+              "tpu v5": 459e12, "tpu v6": 918e12}
+
+
+def published_peak_flops(device_kind: str) -> float | None:
+    """The published bf16 dense peak of a device kind ("NVIDIA H100 80GB HBM3", "TPU v5 lite"),
+    or None where PEAK_FLOPS does not know it."""
+    kind = device_kind.lower()
+    return next((v for k, v in PEAK_FLOPS.items() if all(w in kind for w in k.split())), None)
 
 
 def train_flops_per_token(cfg, seq_len: int) -> float:
@@ -31,11 +40,9 @@ def train_flops_per_token(cfg, seq_len: int) -> float:
 @functools.lru_cache(maxsize=1)
 def peak_flops_per_device() -> float:
     dev = jax.devices()[0]
-    kind = dev.device_kind.lower()
-    for key, val in PEAK_FLOPS.items():
-        if key in kind:
-            return val
-    return measured_matmul_flops() / max(len(jax.local_devices()), 1) if dev.platform == "cpu" else float("nan")
+    if dev.platform == "cpu":
+        return measured_matmul_flops() / max(len(jax.local_devices()), 1)
+    return published_peak_flops(dev.device_kind) or float("nan")
 
 
 def measured_matmul_flops(n: int = 2048, repeats: int = 5, dtype="float32") -> float:

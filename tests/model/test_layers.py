@@ -102,7 +102,9 @@ def test_dot_product_attention_asks_for_cudnn_where_it_applies_and_falls_back(mo
     """jax's default implementation is its XLA form, so cuDNN is asked for by name on a GPU in
     bf16/fp16; a refusal (its shape/dtype/version checks) falls back to XLA's with a warning."""
     from findap_jax.model import layers
-    assert not layers._cudnn_applies(jnp.bfloat16)      # this host has no GPU
+    assert layers._cudnn_applies(jnp.bfloat16, 6, 6) == (jax.default_backend() == "gpu")
+    assert not layers._cudnn_applies(jnp.float32, 6, 6)
+    assert not layers._cudnn_applies(jnp.bfloat16, 5, 6)   # cuDNN trains with a bias at even lengths only
     q, k, v = _rand(0, 2, 6, 4, 8), _rand(1, 2, 6, 2, 8), _rand(2, 2, 6, 2, 8)
     mask = jnp.tril(jnp.ones((6, 6), bool))[None].repeat(2, 0)
     ref = attend_reference(q, k, v, mask)
@@ -113,7 +115,7 @@ def test_dot_product_attention_asks_for_cudnn_where_it_applies_and_falls_back(mo
         if implementation == "cudnn" and refuse:
             raise NotImplementedError("no cuDNN here")
         return real(q, k, v, **kw)
-    monkeypatch.setattr(layers, "_cudnn_applies", lambda dtype: True)
+    monkeypatch.setattr(layers, "_cudnn_applies", lambda dtype, t, s: True)
     monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
     np.testing.assert_allclose(attend(q, k, v, mask, causal=True, impl="dot_product_attention"), ref, atol=1e-5)
     assert calls == [("cudnn", True, (2, 1, 6, 6))]
