@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm
-	$(BIN)/python bench/train_step.py --kinds lm,dpo --prompt 0.5
+	$(BIN)/python bench/train_step.py --kinds lm,dpo,rpo --prompt 0.5
 	$(BIN)/python bench/shared_prompt_savings.py
 	$(BIN)/python bench/dpo_real_pairs.py
 	$(BIN)/python bench/profile_step.py

@@ -11,7 +11,8 @@ bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dt
 bfloat16` stores weights, gradients and AdamW moments in bf16 on both sides (torch: the
 model cast to bf16), which is what lets the 1B preset's training state (19.8 GB in fp32)
 fit a 24 GB machine. SFT/CPT step = masked CE fwd+bwd+update; DPO step = policy fwd+bwd on
-chosen+rejected plus a frozen reference forward (TRL-style in torch); "dpo-pre" = DPO with
+chosen+rejected plus a frozen reference forward (TRL-style in torch); "rpo" = the same plus
+the NLL of the chosen rows (TRL's rpo_alpha=1, mean over chosen tokens); "dpo-pre" = DPO with
 precomputed reference log-probs (no reference forward). `--prompt F`: the pairs share a
 prompt of the first F of each row and train on the rest; ours runs each pair as one
 prompt-shared row (`train.shared_prompt`, the trainer's default), torch both rows whole. Prints the CPU, tokens/s, MFU
@@ -171,9 +172,10 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
         def run():
             with autocast:
                 with torch.no_grad():
-                    r = logps(ref, both) if kind == "dpo" else torch.full((2 * b,), -900.0)
+                    r = logps(ref, both) if kind in ("dpo", "rpo") else torch.full((2 * b,), -900.0)
                 p = logps(model, both)
-            torch_dpo_update(p, r, b, opt)
+            nll = -p[:b].sum() / (b * (n - 1)) if kind == "rpo" else None   # RPO: chosen tokens' mean NLL
+            torch_dpo_update(p, r, b, opt, nll)
     return run
 
 
@@ -196,12 +198,15 @@ def torch_training(cfg, dtype="float32", param_dtype="float32"):
     return model, lambda: LlamaForCausalLM(LlamaConfig(**hf)).eval().to(model.dtype), opt, autocast
 
 
-def torch_dpo_update(policy, ref, n, opt):
+def torch_dpo_update(policy, ref, n, opt, nll=None):
     """TRL's sigmoid DPO loss (beta 0.1) from the policy's and the reference's summed
-    log-probs of [n chosen; n rejected] rows, its backward pass and one optimizer step."""
+    log-probs of [n chosen; n rejected] rows (plus `nll`, RPO's chosen NLL, if given), its
+    backward pass and one optimizer step."""
     import torch
     margin = 0.1 * ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:]))
     loss = -torch.nn.functional.logsigmoid(margin).mean()
+    if nll is not None:
+        loss = loss + nll
     loss.backward()
     opt.step()
     opt.zero_grad()
@@ -249,7 +254,7 @@ def main():
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
         trained = min(args.weighted, (args.seq - p + 1) / args.seq) if kind != "lm" and p else args.weighted
-        flops = fpt(trained) * n_tok * (4 / 3 if kind == "dpo" else 1)  # + reference forward (1/3 of fwd+bwd)
+        flops = fpt(trained) * n_tok * (4 / 3 if kind in ("dpo", "rpo") else 1)  # + reference forward (1/3 of fwd+bwd)
         impls = [("findap-jax", ours)] + ([] if args.skip_torch else [("transformers", torch_step)])
         makers = {name: functools.partial(fn, cfg, kind, args.batch, args.seq, args.dtype, args.param_dtype,
                                           ce_chunk=args.ce_chunk, head_chunk=args.head_chunk,
