@@ -93,7 +93,7 @@ def measure(run: dict, steps: int) -> dict:
             times.append(time.perf_counter() - t)
     tokens = run["batch"] * run["seq"]
     sec = statistics.median(times)
-    return dict(run, params=cfg.num_params(), flops_per_token=train_flops_per_token(cfg, run["seq"]),
+    return dict(run, params=cfg.num_params(), num_layers=cfg.num_layers, flops_per_token=train_flops_per_token(cfg, run["seq"]),
                 step_s=sec, tokens_per_s=tokens / sec, losses=losses,
                 peak_memory_bytes=peak_memory(jax.devices()[0]))
 
@@ -125,9 +125,10 @@ def main(argv=None) -> list[dict]:
         mem = (f", device memory peak so far {r['peak_memory_bytes'] / 2**30:.1f} GiB"
                if r["peak_memory_bytes"] else "")
         pub = f"{r['mfu_published_peak']:.3f}" if published else "n/a"
-        print(f"{run['preset']} ({r['params'] / 1e9:.2f}B params, {cfg_layers(run)} layers), batch {run['batch']} x "
+        print(f"{run['preset']} ({r['params'] / 1e9:.2f}B params, {r['num_layers']} layers), batch {run['batch']} x "
               f"seq {run['seq']}, {run['dtype']} compute / {run['param_dtype']} weights, attention "
-              f"{run['attention']}, remat {run['remat']}, head_chunk {run['head_chunk'] or 'default'}: {r['step_s']:.3f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
+              f"{run['attention']}, remat {run['remat']}, head_chunk {run['head_chunk'] or 'default'}: "
+              f"{r['step_s']:.3f} s/step, {r['tokens_per_s']:,.0f} tokens/s, "
               f"{r['model_tflops']:.1f} TFLOP/s; MFU {pub} of the published peak, "
               f"{r['mfu_measured_peak']:.3f} of the measured matmul{mem}", flush=True)
         results.append(r)
@@ -135,10 +136,6 @@ def main(argv=None) -> list[dict]:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     return results
-
-
-def cfg_layers(run: dict) -> int:
-    return run["layers"] or get_preset(run["preset"]).num_layers
 
 
 if __name__ == "__main__":
