@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m findap_jax.demo
 
 bench: $(STAMP)
+	$(BIN)/python bench/matmul_libraries.py
 	$(BIN)/python bench/forward_throughput.py
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/train_step.py

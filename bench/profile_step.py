@@ -1,7 +1,7 @@
 """Where a train step's time goes: the top XLA ops of one profiled step, with each matmul's rate.
 
     python bench/profile_step.py [--preset smollm2-135m] [--seq 512] [--batch 4] [--kind lm|dpo|dpo-pre]
-                                 [--top 15] [--dtype float32|bfloat16] [--prompt 0.0]
+                                 [--top 15] [--dtype float32|bfloat16] [--prompt 0.0] [--sources 25]
 
 Runs the step under `jax.profiler.trace` (perfetto trace in --trace-dir), sums each op's
 duration over the step and names it by the JAX operation it came from (the HLO
@@ -10,6 +10,9 @@ also show their shapes, how often they ran and their GFLOP/s (FLOPs from the HLO
 shapes). XLA:CPU runs independent ops side by side on its threads, so an op's duration
 can exceed its share of the step (two matmuls at ~90 GFLOP/s each may be two halves of
 the machine), and plain `dot` ops that run asynchronously show only their launch.
+Where the layers run unrolled (bf16 on CPU) each layer's ops are separate HLO ops, so the
+top-ops list splits one source op 30 ways; the "by source op" table sums XLA ops that came
+from the same JAX operation (ops without metadata, e.g. copies XLA inserted, count as "?").
 """
 from __future__ import annotations
 
@@ -87,6 +90,17 @@ def dot_flops(hlo_text: str) -> dict[str, tuple[float, str]]:
     return out
 
 
+def by_source(op_time: dict, op_runs: dict, names: dict, matmuls) -> list[tuple[str, float, int]]:
+    """(source, time, runs) for the JAX operations the ops came from, longest first: the
+    ops' times summed by their metadata's op path, matmuls marked "MATMUL"."""
+    time, runs = collections.Counter(), collections.Counter()
+    for op, t in op_time.items():
+        key = ("MATMUL " if op in matmuls else "") + names.get(op, "?")
+        time[key] += t
+        runs[key] += op_runs[op]
+    return [(k, t, runs[k]) for k, t in time.most_common()]
+
+
 _CONTAINERS = ("while", "cond", "conditional", "call")   # their time is their body's ops
 
 
@@ -99,6 +113,7 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--prompt", type=float, default=0.0, help="DPO pairs' shared prompt, as in train_step.py")
+    ap.add_argument("--sources", type=int, default=25, help="rows of the by-source-op table (0: none)")
     ap.add_argument("--trace-dir", default="/tmp/findap_profile")
     args = ap.parse_args()
     reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
@@ -132,6 +147,10 @@ def main():
     print("\nby kind:")
     for k, v in by_kind.most_common(8):
         print(f"  {100 * v / total:5.1f}%  {k}")
+    if args.sources:
+        print(f"\nby source op, top {args.sources} (time, XLA op runs):")
+        for src, v, n in by_source(by_op, runs, names, flops)[:args.sources]:
+            print(f"  {100 * v / total:5.1f}%  {v / 1e3:8.1f} ms x{n:<5} {src[-90:]}")
     print(f"\ntop {args.top} ops (time, runs, GFLOP/s for matmuls):")
     for name, v in by_op.most_common(args.top):
         f, desc = flops.get(name, (0.0, ""))

@@ -16,7 +16,9 @@ the NLL of the chosen rows (TRL's rpo_alpha=1, mean over chosen tokens); "dpo-pr
 precomputed reference log-probs (no reference forward). `--prompt F`: the pairs share a
 prompt of the first F of each row and train on the rest; ours runs each pair as one
 prompt-shared row (`train.shared_prompt`, the trainer's default), torch both rows whole. Prints the CPU, tokens/s, MFU
-against a matmul probe of the same dtype measured in this run, and ratios. `--weighted F`
+against a jax matmul probe of the same dtype measured in this run, the same against each
+stack's own library (torch's probe: its 2048^3 matmul, MKL/oneDNN; on some CPUs it is much
+faster than XLA's), and ratios. `--weighted F`
 trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
 head on those positions only (train.head_chunk), transformers on all; MFU counts the head
 FLOPs of the trained positions only, for both. The two stacks' steps alternate
@@ -179,6 +181,19 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
     return run
 
 
+def torch_matmul_flops(n: int = 2048, repeats: int = 5, dtype="float32") -> float:
+    """FLOP/s of torch's n x n matmul in `dtype` (bf16: what CPU autocast runs the linear layers in)."""
+    import time
+
+    import torch
+    a = torch.ones(n, n, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t)
+
+
 def torch_training(cfg, dtype="float32", param_dtype="float32"):
     """(policy in train mode, a maker of frozen references, AdamW, autocast context) for a
     transformers Llama of cfg's shapes, seeded; bf16 `param_dtype` casts the model, bf16
@@ -239,6 +254,9 @@ def main():
     reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
     peak = measured_matmul_flops(dtype=args.dtype)
+    own_peak = {"findap-jax": peak}
+    if not args.skip_torch:
+        own_peak["transformers"] = torch_matmul_flops(dtype=args.dtype)
     # MFU counts the FLOPs the loss needs: the LM head only on the trained positions
     def fpt(weighted):
         return train_flops_per_token(cfg, args.seq) - 6.0 * cfg.vocab_size * cfg.hidden_size * (1 - weighted)
@@ -247,9 +265,11 @@ def main():
           f"{args.param_dtype} weights and AdamW state, ce_chunk {args.ce_chunk}, head_chunk "
           f"{args.head_chunk}, {args.weighted:.0%} of positions trained on, DPO pairs sharing a prompt of "
           f"{p} tokens (ours: rows padded to a multiple of {args.shared_multiple}); "
-          f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s")
+          f"{args.dtype} matmul peak measured {peak / 1e9:.0f} GFLOP/s"
+          + (f" (jax; torch's {own_peak['transformers'] / 1e9:.0f})" if not args.skip_torch else ""))
     print(cpu_summary())
-    print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6}")
+    print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6} {'MFU own':>8}  "
+          "(MFU: against jax's matmul probe; own: against the stack's own library's)")
     res, paired, kinds = {}, {}, args.kinds.split(",")
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
@@ -275,7 +295,8 @@ def main():
         for name, t in times.items():
             res[(kind, name)] = t
             mfu = flops * run_tok.get(name, n_tok) / n_tok / t / peak
-            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f}", flush=True)
+            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f} {mfu * peak / own_peak[name]:8.3f}",
+                  flush=True)
         if not args.skip_torch and ratios:
             paired[kind] = ratios["transformers"]
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])

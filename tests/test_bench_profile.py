@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from profile_step import dot_flops, op_names  # noqa: E402
+from profile_step import by_source, dot_flops, op_names  # noqa: E402
 
 
 @pytest.mark.parametrize("fn,shapes,flops", [
@@ -26,3 +26,10 @@ def test_dot_flops_match_the_shapes(fn, shapes, flops):
 def test_op_names_name_the_jax_op():
     hlo = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((8, 8)), jnp.ones((8, 8))).compile().as_text()
     assert any("dot_general" in v for v in op_names(hlo).values())
+
+
+def test_by_source_sums_the_ops_of_one_jax_op():
+    names = {"fusion.1": "fwd/mul", "fusion.2": "fwd/mul", "ynn_fusion.3": "fwd/dot_general"}
+    table = by_source({"fusion.1": 30.0, "fusion.2": 20.0, "ynn_fusion.3": 45.0, "copy.4": 5.0},
+                      {"fusion.1": 1, "fusion.2": 2, "ynn_fusion.3": 4, "copy.4": 1}, names, {"ynn_fusion.3"})
+    assert table == [("fwd/mul", 50.0, 3), ("MATMUL fwd/dot_general", 45.0, 4), ("?", 5.0, 1)]

@@ -1,0 +1,76 @@
+"""Matmul rate of each library XLA:CPU can hand a dot to, and of torch, at the train step's shapes.
+
+    python bench/matmul_libraries.py [--dtypes float32,bfloat16] [--repeats 5] [--skip-torch]
+
+Why: the train-step ratios against transformers are mostly a contest of matmul kernels, and
+which kernel is fastest depends on the CPU. On the AMD EPYC machines of sessions 16-22 XLA's
+default (YNNPACK) and torch ran fp32 matmuls at about the same rate; on an Intel Xeon with AMX
+(session 23) torch's MKL/oneDNN ran them 1.1-1.4x faster and its bf16 ones ~2x faster. Each
+XLA variant is the same jitted dot compiled with other per-call compiler options (no
+process-wide XLA_FLAGS): YNNPACK (the default), Eigen (YNNPACK fusions off) and oneDNN
+(`xla_cpu_use_onednn`). bf16 dots accumulate in fp32 as the model's do. Best of --repeats
+calls after a warm-up, GFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from timing import cpu_summary  # bench/timing.py
+
+# (name, m, k, n): SmolLM2-135M at batch 4 x 512 (2,048 positions), hidden 576, MLP 1,536,
+# kv width 192, the tied head's 49,152 words over 256-position chunks (train.head_chunk)
+SHAPES = [("square 2048", 2048, 2048, 2048), ("MLP gate/up", 2048, 576, 1536), ("MLP down", 2048, 1536, 576),
+          ("q/o proj", 2048, 576, 576), ("k/v proj", 2048, 576, 192), ("head chunk", 256, 576, 49152)]
+XLA_VARIANTS = {"xla ynnpack": None, "xla eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
+                "xla onednn": {"xla_cpu_use_onednn": True}}
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def xla_rate(m: int, k: int, n: int, dtype: str, options, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((m, k)), dtype)
+    b = jnp.asarray(rng.standard_normal((k, n)), dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32), compiler_options=options)
+    return 2 * m * k * n / best_time(lambda: f(a, b).block_until_ready(), repeats)
+
+
+def torch_rate(m: int, k: int, n: int, dtype: str, repeats: int) -> float:
+    import torch
+    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+    return 2 * m * k * n / best_time(lambda: a @ b, repeats)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-torch", action="store_true")
+    args = ap.parse_args()
+    print(cpu_summary())
+    impls = list(XLA_VARIANTS) + ([] if args.skip_torch else ["torch"])
+    print(f"{'dtype':9} {'shape':12} {'m x k x n':>18} " + " ".join(f"{i:>12}" for i in impls) + "   (GFLOP/s)")
+    for dtype in args.dtypes.split(","):
+        for name, m, k, n in SHAPES:
+            rates = [xla_rate(m, k, n, dtype, XLA_VARIANTS[i], args.repeats) if i != "torch"
+                     else torch_rate(m, k, n, dtype, args.repeats) for i in impls]
+            print(f"{dtype:9} {name:12} {f'{m}x{k}x{n}':>18} " + " ".join(f"{r / 1e9:12.0f}" for r in rates),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
