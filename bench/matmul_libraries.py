@@ -8,8 +8,9 @@ default (YNNPACK) and torch ran fp32 matmuls at about the same rate; on an Intel
 (session 23) torch's MKL/oneDNN ran them 1.1-1.4x faster and its bf16 ones ~2x faster. Each
 XLA variant is the same jitted dot compiled with other per-call compiler options (no
 process-wide XLA_FLAGS): YNNPACK (the default), Eigen (YNNPACK fusions off) and oneDNN
-(`xla_cpu_use_onednn`). bf16 dots accumulate in fp32 as the model's do. Best of --repeats
-calls after a warm-up, GFLOP/s.
+(`xla_cpu_use_onednn`). bf16 dots accumulate in fp32 as the model's do. GFLOP/s, the best of
+--repeats rounds in which the implementations take turns (this machine's speed drifts by
+tens of percent within minutes).
 """
 from __future__ import annotations
 
@@ -30,29 +31,34 @@ XLA_VARIANTS = {"xla ynnpack": None, "xla eigen": {"xla_cpu_experimental_ynn_fus
                 "xla onednn": {"xla_cpu_use_onednn": True}}
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def xla_rate(m: int, k: int, n: int, dtype: str, options, repeats: int) -> float:
+def xla_matmul(m: int, k: int, n: int, dtype: str, options):
+    """A callable running one jitted [m, k] x [k, n] dot compiled with `options`."""
     rng = np.random.default_rng(0)
     a = jnp.asarray(rng.standard_normal((m, k)), dtype)
     b = jnp.asarray(rng.standard_normal((k, n)), dtype)
     f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32), compiler_options=options)
-    return 2 * m * k * n / best_time(lambda: f(a, b).block_until_ready(), repeats)
+    return lambda: f(a, b).block_until_ready()
 
 
-def torch_rate(m: int, k: int, n: int, dtype: str, repeats: int) -> float:
+def torch_matmul(m: int, k: int, n: int, dtype: str):
     import torch
     dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
-    return 2 * m * k * n / best_time(lambda: a @ b, repeats)
+    return lambda: a @ b
+
+
+def best_rates(calls: dict, flops: float, repeats: int) -> dict:
+    """GFLOP/s of each call, best of `repeats` rounds that give every call a turn (after a
+    warm-up each), so a drift in the machine's speed hits all alike."""
+    best = {}
+    for fn in calls.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, np.inf), time.perf_counter() - t)
+    return {name: flops / t / 1e9 for name, t in best.items()}
 
 
 def main():
@@ -66,9 +72,10 @@ def main():
     print(f"{'dtype':9} {'shape':12} {'m x k x n':>18} " + " ".join(f"{i:>12}" for i in impls) + "   (GFLOP/s)")
     for dtype in args.dtypes.split(","):
         for name, m, k, n in SHAPES:
-            rates = [xla_rate(m, k, n, dtype, XLA_VARIANTS[i], args.repeats) if i != "torch"
-                     else torch_rate(m, k, n, dtype, args.repeats) for i in impls]
-            print(f"{dtype:9} {name:12} {f'{m}x{k}x{n}':>18} " + " ".join(f"{r / 1e9:12.0f}" for r in rates),
+            calls = {i: xla_matmul(m, k, n, dtype, XLA_VARIANTS[i]) if i != "torch" else torch_matmul(m, k, n, dtype)
+                     for i in impls}
+            rates = best_rates(calls, 2.0 * m * k * n, args.repeats)
+            print(f"{dtype:9} {name:12} {f'{m}x{k}x{n}':>18} " + " ".join(f"{rates[i]:12.0f}" for i in impls),
                   flush=True)
 
 

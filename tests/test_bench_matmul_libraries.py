@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from matmul_libraries import XLA_VARIANTS, xla_rate  # noqa: E402
+from matmul_libraries import XLA_VARIANTS, best_rates, xla_matmul  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", sorted(XLA_VARIANTS))
@@ -19,4 +19,5 @@ def test_each_xla_variant_compiles_and_multiplies(variant):
     f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32),
                 compiler_options=XLA_VARIANTS[variant])
     np.testing.assert_allclose(np.asarray(f(a, b)), a @ b, rtol=1e-5, atol=1e-5)
-    assert xla_rate(32, 48, 16, "bfloat16", XLA_VARIANTS[variant], repeats=1) > 0
+    rates = best_rates({variant: xla_matmul(32, 48, 16, "bfloat16", XLA_VARIANTS[variant])}, 2.0 * 32 * 48 * 16, 2)
+    assert list(rates) == [variant] and rates[variant] > 0
