@@ -1,7 +1,7 @@
 """Train-step throughput of the Tunix peer (google-tunix's SFT and DPO trainers) beside findap-jax, same process.
 
     make bench-tunix    # or: .venv-tunix/bin/python bench/tunix_peer.py [--preset smollm2-135m] [--seq 512]
-                        #     [--batch 4] [--steps 3] [--prompt 1] [--skip-ours] [--tiny]
+                        #     [--batch 4] [--steps 3] [--prompt 1] [--kinds lm,dpo] [--skip-ours] [--tiny]
 
 Tunix 0.1.7 pins safetensors<0.8 (and so an older transformers and huggingface_hub) and would downgrade
 the project venv, so `make bench-tunix` gives it its own venv (.venv-tunix) with the project's
@@ -19,6 +19,8 @@ responses of seq-prompt tokens, so each sequence is seq tokens and seq-1 are sco
 counted as bench/train_step.py: SFT batch*seq, DPO 2*batch*seq. The two stacks' steps alternate as in
 bench/train_step.py (`timing.interleaved_times`: one warm-up call each, then --steps rounds in which each
 stack runs a settle step and a timed step); medians, and the median of the per-round ratios.
+`--kinds dpo` runs the DPO leg alone: after the SFT leg, its four models and moments did not fit
+a 23 GiB machine in session 23 (the process was killed), so run the legs as separate processes there.
 """
 from __future__ import annotations
 
@@ -117,6 +119,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=1, help="DPO prompt tokens shared by chosen and rejected")
+    ap.add_argument("--kinds", default="lm,dpo", help="lm (SFT/CPT), dpo, or both")
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="smoke test: 2 layers, hidden 64, vocab 256, seq 64, "
                     "batch 2, 1 step")
@@ -128,6 +131,9 @@ def main():
         args.seq, args.batch, args.steps = 64, 2, 1
     if not 0 < args.prompt < args.seq:
         ap.error("--prompt must be in [1, seq)")
+    kinds = args.kinds.split(",")
+    if not kinds or set(kinds) - {"lm", "dpo"}:
+        ap.error(f"--kinds takes lm, dpo or lm,dpo, not {args.kinds!r}")
     try:
         import tunix
     except ImportError:
@@ -142,7 +148,7 @@ def main():
         makers["findap-jax"] = {k: (lambda k=k: ours(cfg, k, args.batch, args.seq, prompt=args.prompt / args.seq))
                                 for k in ("lm", "dpo")}
     res, paired = {}, {}
-    for kind in ("lm", "dpo"):
+    for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
         # both stacks' steps alternate, each timed step after a settle step (timing.interleaved_times)
         times, ratios = interleaved_times({name: fns[kind]() for name, fns in makers.items()}, args.steps)
@@ -151,12 +157,13 @@ def main():
             res[(kind, name)] = t
             print(f"{'SFT' if kind == 'lm' else 'DPO':5} {name:11} {t:8.2f} {n_tok / t:9.1f}", flush=True)
         gc.collect()   # the trainers hold reference cycles; free this kind's models and moments before the next
-    for name in makers:
-        print(f"{name}: DPO / SFT time per sequence = {res[('dpo', name)] / res[('lm', name)] / 2:.2f}")
+    if len(kinds) == 2:
+        for name in makers:
+            print(f"{name}: DPO / SFT time per sequence = {res[('dpo', name)] / res[('lm', name)] / 2:.2f}")
     if not args.skip_ours:
         print("findap-jax / tunix tokens/s: " + ", ".join(
-            f"{lbl} {res[(kind, 'tunix')] / res[(kind, 'findap-jax')]:.2f} (median of the per-round ratios "
-            f"{1 / paired[kind]['findap-jax']:.2f})" for kind, lbl in (("lm", "SFT"), ("dpo", "DPO"))))
+            f"{'SFT' if kind == 'lm' else 'DPO'} {res[(kind, 'tunix')] / res[(kind, 'findap-jax')]:.2f} (median of "
+            f"the per-round ratios {1 / paired[kind]['findap-jax']:.2f})" for kind in kinds))
 
 
 if __name__ == "__main__":
