@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-# bench/timing.py (the script's folder is on sys.path)
+# bench/matmul_libraries.py, bench/timing.py (the script's folder is on sys.path)
+from matmul_libraries import torch_matmul
 from timing import cpu_summary, interleaved_times, median_time
 
 from findap_jax import defaults
@@ -182,15 +183,14 @@ def torch_step(cfg, kind, b, n, dtype="float32", param_dtype="float32", prompt=0
 
 
 def torch_matmul_flops(n: int = 2048, repeats: int = 5, dtype="float32") -> float:
-    """FLOP/s of torch's n x n matmul in `dtype` (bf16: what CPU autocast runs the linear layers in)."""
+    """FLOP/s of torch's n x n matmul in `dtype` (bf16: what CPU autocast runs the linear
+    layers in), the mean over `repeats` calls as jax's probe (`measured_matmul_flops`)."""
     import time
-
-    import torch
-    a = torch.ones(n, n, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
-    a @ a
+    run = torch_matmul(n, n, n, dtype)
+    run()
     t = time.perf_counter()
     for _ in range(repeats):
-        a @ a
+        run()
     return 2 * n ** 3 * repeats / (time.perf_counter() - t)
 
 
