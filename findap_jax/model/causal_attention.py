@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from findap_jax.model.cpu_layout import bf16_on_cpu, row_major
+
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
@@ -75,7 +77,7 @@ def _forward(q, k, v, mask, block):
     MASK_VALUE + log(sum) rounds back to MASK_VALUE in fp32, losing the uniform softmax
     the forward pass gave that row."""
     t, kv = q.shape[1], k.shape[2]
-    kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
+    kh, vt = _keys_values(k, v)
     outs, lses = [], []
     for start, end in _spans(t, block):
         o, top, log_total = attend_grouped(grouped(q[:, start:end], kv), kh[:, :, :end], vt[..., :end],
@@ -92,9 +94,10 @@ def _backward(q, k, v, mask, out, lses, dout, block):
     dk = ds^T q / sqrt(D); dk and dv accumulate over blocks in fp32."""
     b, t, _, d = q.shape
     kv, dt = k.shape[2], v.dtype
-    kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
-    dk = jnp.zeros(kh.shape, jnp.float32)
-    dv = jnp.zeros(kh.shape, jnp.float32)
+    kh, vt = _keys_values(k, v)
+    flip = bf16_on_cpu(dt)   # dk, dv accumulate as [B, kv, D, S] (_kv_grad)
+    dk = jnp.zeros(vt.shape if flip else kh.shape, jnp.float32)
+    dv = jnp.zeros(dk.shape, jnp.float32)
     dqs = []
     for (start, end), (top, log_total) in zip(_spans(t, block), lses):
         qh, doh = grouped(q[:, start:end], kv), grouped(dout[:, start:end].astype(dt), kv)
@@ -102,19 +105,37 @@ def _backward(q, k, v, mask, out, lses, dout, block):
         s, m = _scores(qh, kh[:, :, :end], mask[:, start:end, :end], d)
         p = jnp.exp(s - top - log_total)
         delta = jnp.sum(doh.astype(jnp.float32) * oh.astype(jnp.float32), -1, keepdims=True)
-        dv = _add_prefix(dv, jnp.einsum("bkqs,bkqd->bksd", p.astype(dt), doh, preferred_element_type=jnp.float32))
+        dv = _add_prefix(dv, _kv_grad(p.astype(dt), doh, flip), flip)
         dp = jnp.einsum("bkqd,bkds->bkqs", doh, vt[..., :end], preferred_element_type=jnp.float32)
         ds = jnp.where(m, p * (dp - delta) / math.sqrt(d), 0.0).astype(dt)
         dqs.append(ungrouped(jnp.einsum("bkqs,bksd->bkqd", ds, kh[:, :, :end],
                                          preferred_element_type=jnp.float32).astype(q.dtype), end - start))
-        dk = _add_prefix(dk, jnp.einsum("bkqs,bkqd->bksd", ds, qh, preferred_element_type=jnp.float32))
-    return (jnp.concatenate(dqs, axis=1), dk.transpose(0, 2, 1, 3).astype(k.dtype),
-            dv.transpose(0, 2, 1, 3).astype(v.dtype))
+        dk = _add_prefix(dk, _kv_grad(ds, qh, flip), flip)
+    back = (0, 3, 1, 2) if flip else (0, 2, 1, 3)
+    return jnp.concatenate(dqs, axis=1), dk.transpose(back).astype(k.dtype), dv.transpose(back).astype(v.dtype)
 
 
-def _add_prefix(acc, x):
-    """acc[:, :, :n] += x (n = x's key length), as a slice and an in-place update, not a scatter."""
-    return jax.lax.dynamic_update_slice(acc, acc[:, :, :x.shape[2]] + x, (0, 0, 0, 0))
+def _kv_grad(p, x, flip):
+    """p^T x over the query axis, p [B, kv, G*Tb, S], x [B, kv, G*Tb, D] -> [B, kv, S, D], or
+    with `flip` its transpose [B, kv, D, S] from a row-major x^T: the form XLA:CPU runs as
+    a bf16 dot (cpu_layout; 5% of a bf16 SmolLM2 step), where in fp32 it cost 4%."""
+    if flip:
+        return jnp.einsum("bkdq,bkqs->bkds", row_major(x.swapaxes(2, 3)), p, preferred_element_type=jnp.float32)
+    return jnp.einsum("bkqs,bkqd->bksd", p, x, preferred_element_type=jnp.float32)
+
+
+def _keys_values(k, v):
+    """k [B, T, kv, D], v [B, T, kv, D] -> keys [B, kv, T, D] and transposed values
+    [B, kv, D, T], written out row-major where bf16 matmuls need it (cpu_layout)."""
+    kh, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
+    return (row_major(kh), row_major(vt)) if bf16_on_cpu(v.dtype) else (kh, vt)
+
+
+def _add_prefix(acc, x, keys_last: bool = False):
+    """acc[:, :, :n] += x (n = x's key length; the last axis with `keys_last`), as a slice
+    and an in-place update, not a scatter."""
+    head = acc[..., :x.shape[-1]] if keys_last else acc[:, :, :x.shape[2]]
+    return jax.lax.dynamic_update_slice(acc, head + x, (0,) * acc.ndim)
 
 
 def _rows(fn, per_row, *arrays):

@@ -19,6 +19,7 @@ from jax.ad_checkpoint import checkpoint_name
 from findap_jax.model.causal_attention import MASK_VALUE as _MASK_VALUE
 from findap_jax.model.causal_attention import attend_grouped, causal_attend, grouped, grouped_mask, ungrouped
 from findap_jax.model.config import LlamaConfig
+from findap_jax.model.cpu_layout import bf16_on_cpu, row_major
 from findap_jax.model.splash import Segments, splash_attend
 from findap_jax.parallel.sharding import constrain
 
@@ -184,7 +185,11 @@ def _matmul_bwd(transpose_w, out_dtype, res, g):
     g2 = g.reshape(-1, g.shape[-1]).astype(x.dtype)
     gx = _dot(g2, w2.astype(x.dtype), ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
     lhs, rhs = (g2, x2) if transpose_w else (x2, g2)        # gw: [N, K] or [K, N]
-    gw = _dot(lhs, rhs, ((0,), (0,)), jnp.float32).astype(w.dtype)
+    if bf16_on_cpu(x.dtype):   # contract the lhs's last axis, row-major (cpu_layout)
+        gw = _dot(row_major(lhs.T), rhs, ((1,), (0,)), jnp.float32)
+    else:
+        gw = _dot(lhs, rhs, ((0,), (0,)), jnp.float32)
+    gw = gw.astype(w.dtype)
     return gx.reshape(x.shape), gw.reshape(w.shape)
 
 
