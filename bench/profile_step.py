@@ -101,6 +101,19 @@ def by_source(op_time: dict, op_runs: dict, names: dict, matmuls) -> list[tuple[
     return [(k, t, runs[k]) for k, t in time.most_common()]
 
 
+def by_shape(op_time: dict, op_runs: dict, matmuls) -> list[tuple[str, float, int, float]]:
+    """(shapes, time, runs, GFLOP/s) for the matmul ops grouped by operand shapes, longest
+    first: which matmul shapes run far below the probe's rate."""
+    time, runs, flops = collections.Counter(), collections.Counter(), collections.Counter()
+    for op, t in op_time.items():
+        if op in matmuls:
+            f, desc = matmuls[op]
+            time[desc] += t
+            runs[desc] += op_runs[op]
+            flops[desc] += f * op_runs[op]
+    return [(k, t, runs[k], flops[k] / t / 1e3 if t else 0.0) for k, t in time.most_common()]
+
+
 _CONTAINERS = ("while", "cond", "conditional", "call")   # their time is their body's ops
 
 
@@ -114,6 +127,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--prompt", type=float, default=0.0, help="DPO pairs' shared prompt, as in train_step.py")
     ap.add_argument("--sources", type=int, default=25, help="rows of the by-source-op table (0: none)")
+    ap.add_argument("--shapes", type=int, default=15, help="rows of the by-matmul-shape table (0: none)")
     ap.add_argument("--trace-dir", default="/tmp/findap_profile")
     args = ap.parse_args()
     reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
@@ -151,6 +165,10 @@ def main():
         print(f"\nby source op, top {args.sources} (time, XLA op runs):")
         for src, v, n in by_source(by_op, runs, names, flops)[:args.sources]:
             print(f"  {100 * v / total:5.1f}%  {v / 1e3:8.1f} ms x{n:<5} {src[-90:]}")
+    if args.shapes:
+        print(f"\nmatmuls by shape, top {args.shapes} (time, runs, GFLOP/s):")
+        for desc, v, n, rate in by_shape(by_op, runs, flops)[:args.shapes]:
+            print(f"  {100 * v / total:5.1f}%  {v / 1e3:8.1f} ms x{n:<5} {rate:5.0f}  {desc[:110]}")
     print(f"\ntop {args.top} ops (time, runs, GFLOP/s for matmuls):")
     for name, v in by_op.most_common(args.top):
         f, desc = flops.get(name, (0.0, ""))
