@@ -103,7 +103,9 @@ def by_source(op_time: dict, op_runs: dict, names: dict, matmuls) -> list[tuple[
 
 def by_shape(op_time: dict, op_runs: dict, matmuls) -> list[tuple[str, float, int, float]]:
     """(shapes, time, runs, GFLOP/s) for the matmul ops grouped by operand shapes, longest
-    first: which matmul shapes run far below the probe's rate."""
+    first: which matmul shapes run far below the probe's rate. The rates are as the trace
+    times them: ops that run concurrently share the cores (so read lower), and Eigen dots
+    (XLA's fallback) are traced for less than their run (so can read above the peak)."""
     time, runs, flops = collections.Counter(), collections.Counter(), collections.Counter()
     for op, t in op_time.items():
         if op in matmuls:
