@@ -31,11 +31,15 @@ XLA_VARIANTS = {"xla ynnpack": None, "xla eigen": {"xla_cpu_experimental_ynn_fus
                 "xla onednn": {"xla_cpu_use_onednn": True}}
 
 
-def xla_matmul(m: int, k: int, n: int, dtype: str, options):
-    """A callable running one jitted [m, k] x [k, n] dot compiled with `options`."""
+def operands(m: int, k: int, n: int, dtype: str):
+    """The [m, k] and [k, n] operands every XLA variant multiplies (seeded, so a test can rebuild them)."""
     rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((m, k)), dtype)
-    b = jnp.asarray(rng.standard_normal((k, n)), dtype)
+    return jnp.asarray(rng.standard_normal((m, k)), dtype), jnp.asarray(rng.standard_normal((k, n)), dtype)
+
+
+def xla_matmul(m: int, k: int, n: int, dtype: str, options):
+    """A callable running one jitted [m, k] x [k, n] dot compiled with `options` (returns the product)."""
+    a, b = operands(m, k, n, dtype)
     f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32), compiler_options=options)
     return lambda: f(a, b).block_until_ready()
 
