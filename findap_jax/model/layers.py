@@ -144,11 +144,14 @@ def apply_rope(x, rope):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def matmul(x, w, transpose_w: bool = False, out_dtype=None):
+def matmul(x, w, transpose_w: bool = False, out_dtype=None, w_cast=None):
     """x [..., K] @ w [K, N] (or w [N, K] with `transpose_w`: the tied LM head) -> [..., N],
     computed in x's dtype with fp32 accumulation; w may be stored wider (fp32 master
     weights with bf16 compute): it is cast inside, and its gradient comes back in its own
-    dtype without a round trip through the compute dtype. w may have more dims whose
+    dtype without a round trip through the compute dtype. `w_cast`, w already cast to x's
+    dtype by the caller, replaces that cast (and gets no gradient): a loop that applies one
+    weight many times inside conditionals (the LM head's chunks) casts it once outside,
+    where XLA cannot hoist it by itself. w may have more dims whose
     row-major flattening is [K, N] ([E, heads, D] or [heads, D, E]); it is flattened here,
     so the saved residual is the weight itself, which the layer scan reads in place rather
     than stacking a reshaped copy of every layer's weights.
@@ -157,7 +160,7 @@ def matmul(x, w, transpose_w: bool = False, out_dtype=None):
     emits each weight gradient as a transposed copy fused into the elementwise producer
     of the incoming gradient (a strided loop, 27% of a SmolLM2 train step when profiled),
     then the matmul; written this way both operands are used in the layout they have."""
-    return _matmul_fwd(x, w, transpose_w, out_dtype)[0]
+    return _matmul_fwd(x, w, transpose_w, out_dtype, w_cast)[0]
 
 
 def _dot(a, b, contract, out_dtype):
@@ -168,29 +171,38 @@ def _as_2d(w, k, transpose_w):
     return w.reshape(-1, k) if transpose_w else w.reshape(k, -1)
 
 
-def _matmul_fwd(x, w, transpose_w, out_dtype):
+def _compute_weight(w, w_cast, x):
+    """w in x's dtype: the caller's cast when given (checked to be one), else cast here."""
+    if w_cast is None:
+        return w.astype(x.dtype)
+    if w_cast.shape != w.shape or w_cast.dtype != x.dtype:
+        raise ValueError(f"w_cast {w_cast.dtype}{list(w_cast.shape)} is not w {list(w.shape)} in x's dtype {x.dtype}")
+    return w_cast
+
+
+def _matmul_fwd(x, w, transpose_w, out_dtype, w_cast):
     # fp32 accumulation, always: XLA:CPU runs a bf16 x bf16 -> fp32 dot natively (AVX-512
     # BF16) but upcasts a bf16 -> bf16 dot to a full fp32 one.
     x2 = x.reshape(-1, x.shape[-1])
-    w2 = _as_2d(w, x.shape[-1], transpose_w)
-    y = _dot(x2, w2.astype(x.dtype), ((1,), (1 if transpose_w else 0,)), jnp.float32)
+    w2 = _as_2d(_compute_weight(w, w_cast, x), x.shape[-1], transpose_w)
+    y = _dot(x2, w2, ((1,), (1 if transpose_w else 0,)), jnp.float32)
     y = y.astype(out_dtype or x.dtype)
-    return y.reshape(x.shape[:-1] + y.shape[-1:]), (x, w)
+    return y.reshape(x.shape[:-1] + y.shape[-1:]), (x, w, w_cast)
 
 
 def _matmul_bwd(transpose_w, out_dtype, res, g):
-    x, w = res
+    x, w, w_cast = res
     x2 = x.reshape(-1, x.shape[-1])
-    w2 = _as_2d(w, x.shape[-1], transpose_w)
+    w2 = _as_2d(_compute_weight(w, w_cast, x), x.shape[-1], transpose_w)
     g2 = g.reshape(-1, g.shape[-1]).astype(x.dtype)
-    gx = _dot(g2, w2.astype(x.dtype), ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
+    gx = _dot(g2, w2, ((1,), (0 if transpose_w else 1,)), jnp.float32).astype(x.dtype)
     lhs, rhs = (g2, x2) if transpose_w else (x2, g2)        # gw: [N, K] or [K, N]
     if bf16_on_cpu(x.dtype):   # contract the lhs's last axis, row-major (cpu_layout)
         gw = _dot(row_major(lhs.T), rhs, ((1,), (0,)), jnp.float32)
     else:
         gw = _dot(lhs, rhs, ((0,), (0,)), jnp.float32)
     gw = gw.astype(w.dtype)
-    return gx.reshape(x.shape), gw.reshape(w.shape)
+    return gx.reshape(x.shape), gw.reshape(w.shape), None
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)

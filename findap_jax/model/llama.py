@@ -27,10 +27,11 @@ from findap_jax.model.splash import Segments
 from findap_jax.parallel.sharding import constrain
 
 
-def project_head(w, x, transpose: bool, dtype):
+def project_head(w, x, transpose: bool, dtype, w_cast=None):
     """x [..., E] in `dtype` times the head weight (tied embedding [V, E] used as is, no
-    transposed copy, when `transpose`) -> float32 logits [..., V]."""
-    return matmul(x.astype(dtype), w, transpose, jnp.float32)
+    transposed copy, when `transpose`) -> float32 logits [..., V]. `w_cast`: w already in
+    `dtype` (`Llama.head_cast`), for callers that apply the head chunk by chunk."""
+    return matmul(x.astype(dtype), w, transpose, jnp.float32, w_cast)
 
 
 REMAT_POLICIES = {
@@ -132,9 +133,14 @@ class Llama(nnx.Module):
         return self.embed[...] if self.cfg.tie_word_embeddings else self.lm_head[...]
 
     def head_fn(self):
-        """The head as a pure function (weight, x) -> fp32 logits, holding no parameters,
-        for code that differentiates the weight itself (losses.head_chunk_stats)."""
+        """The head as a pure function (weight, x, weight_cast=None) -> fp32 logits, holding
+        no parameters, for code that differentiates the weight itself (losses.head_chunk_stats)."""
         return functools.partial(project_head, transpose=self.cfg.tie_word_embeddings, dtype=self.dtype)
+
+    def head_cast(self, w):
+        """The head weight w in the compute dtype, or None where it already is: the head
+        chunks share one cast instead of casting the [V, E] weight once per chunk."""
+        return None if w.dtype == jnp.dtype(self.dtype) else w.astype(self.dtype)
 
     def unstack_layers(self) -> list:
         """Per-layer weight states (copies) for `hidden_states(..., layers=...)`."""

@@ -25,8 +25,12 @@ def token_stats(logits, targets, mean: bool = False, alt_targets=None) -> dict:
     step at 4 x 512 here); it differs from argmax only on exact ties, where it counts the
     target as correct."""
     logits = logits.astype(jnp.float32)
-    top = jnp.max(logits, axis=-1)
-    lse = jax.nn.logsumexp(logits, axis=-1)
+    return _stats_given(logits, jnp.max(logits, axis=-1), jax.nn.logsumexp(logits, axis=-1), targets, mean,
+                        alt_targets)
+
+
+def _stats_given(logits, top, lse, targets, mean, alt_targets=None):
+    """token_stats from fp32 logits, their row max and log-partition."""
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     out = {"logp": picked - lse, "lse": lse,
            "correct": (picked >= top).astype(jnp.float32)}
@@ -65,7 +69,7 @@ def chunked_token_stats(hidden, head, targets, chunk: int, mean: bool = False, a
 
 
 def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int, mean: bool = False,
-                         groups: int = 1, remat: bool = False, alt_targets=None) -> dict:
+                         groups: int = 1, remat: bool = False, alt_targets=None, cast=None) -> dict:
     """token_stats of head(head_params, hidden) where weights != 0, zeros elsewhere, with
     the head applied only to chunks that hold a weighted position. SFT and DPO rows train
     on answers only (about 40% of the positions of the bundled instruction mixture), and
@@ -78,7 +82,9 @@ def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int
     skipping chunks with no weighted position in any block, and the stats go back to their
     positions. `remat` recomputes each chunk's logits in the backward pass instead of
     keeping them. `head` is a pure function head(params, x [..., E]) -> fp32 logits.
-    `alt_targets` adds `alt_logp` (token_stats)."""
+    `alt_targets` adds `alt_logp` (token_stats). `cast(params)`, when given, runs once per
+    pass and its result (unless None) goes to every chunk as head(params, x, cast(params)):
+    the weight in the compute dtype, which the chunks' conditionals would each cast again."""
     b, n = targets.shape
     if b % groups:
         raise ValueError(f"{b} rows do not split into {groups} batch groups")
@@ -98,74 +104,116 @@ def weighted_token_stats(hidden, head, head_params, targets, weights, chunk: int
         live = jnp.pad(live, ((0, 0), (0, pad)))
     k = (m + pad) // chunk
     split = lambda x: x.reshape(groups, k, chunk, *x.shape[2:]).swapaxes(0, 1)  # noqa: E731
-    out = head_chunk_stats(head, mean, remat, head_params, split(h), tuple(map(split, ts)), split(live))
+    out = head_chunk_stats(head, cast, mean, remat, head_params, split(h), tuple(map(split, ts)), split(live))
     back = jnp.argsort(order, axis=1)   # the inverse permutation
     unsort = lambda v: jnp.take_along_axis(v.swapaxes(0, 1).reshape(groups, m + pad)[:, :m], back, axis=1)  # noqa: E731
     return {key: jnp.where(weights != 0, unsort(v).reshape(b, n), 0.0) for key, v in out.items()}
 
 
-def _chunk_stats(head, mean, params, hc, tc):
-    """tc: (targets,) or (targets, alt targets) of the chunk."""
-    logits = head(params, hc)
-    return token_stats(logits, tc[0], mean, *tc[1:]), logits
+# Up to this many head chunks per step run as straight-line code rather than a loop: a
+# loop's kept per-chunk tensors go through stacks that XLA zero-fills, writes and slices
+# again (on CPU ~0.2 s of a SmolLM2 step's op time for its 8 chunks of logits).
+UNROLL_CHUNKS = 32
 
 
-def _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits):
-    """token_stats per chunk [k, ...] (and the chunks' logits when `keep_logits`), zeros
-    for chunks without a live position, whose head never runs."""
-    shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean), params, hs[0], tuple(t[0] for t in ts))
-    if not keep_logits:
-        shapes = shapes[0]
+def _apply(head, params, x, prepared):
+    return head(params, x) if prepared is None else head(params, x, prepared)
+
+
+def _chunk_stats(head, mean, params, prepared, hc, tc, keep: bool):
+    """token_stats of one chunk; with `keep` also what its backward pass needs instead of
+    the logits: e = exp(logits - row max) and the per-row scale exp(max - lse), so that
+    p = e * scale there without a second pass of exps (the softmax's exps are a large
+    part of the head's non-matmul time on CPU). tc: (targets,) or (targets, alt targets)."""
+    logits = _apply(head, params, hc, prepared).astype(jnp.float32)
+    top = jnp.max(logits, axis=-1)
+    if not keep:
+        return _stats_given(logits, top, jax.nn.logsumexp(logits, axis=-1), tc[0], mean, *tc[1:])
+    shift = jnp.where(jnp.isfinite(top), top, 0.0)
+    # written out once, then summed: fused into the sum, XLA would compute the exps twice
+    e = jax.lax.optimization_barrier(jnp.exp(logits - shift[..., None]))
+    lse = shift + jnp.log(jnp.sum(e, axis=-1))
+    return _stats_given(logits, top, lse, tc[0], mean, *tc[1:]), (e, jnp.exp(shift - lse))
+
+
+def _over_chunks(body, carry, xs, k: int, kept=None):
+    """lax.scan(body, carry, (xs, kept)) over k chunks, unrolled when k <= UNROLL_CHUNKS.
+    Unrolled, the per-chunk outputs come back as a tuple of k trees (no stack to fill), and
+    `kept` is such a tuple too (or None); scanned, both are stacked along a leading axis."""
+    if k > UNROLL_CHUNKS:
+        return jax.lax.scan(body, carry, (xs, kept))
+    ys = []
+    for i in range(k):
+        carry, y = body(carry, (jax.tree.map(lambda x, i=i: x[i], xs), None if kept is None else kept[i]))
+        ys.append(y)
+    return carry, tuple(ys)
+
+
+def _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep):
+    """token_stats per chunk [k, ...] (and with `keep` what each chunk's backward needs,
+    `_chunk_stats`), zeros for chunks without a live position, whose head never runs."""
+    k = hs.shape[0]
+    prepared = cast(params) if cast else None
+    shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean, keep=keep), params, prepared, hs[0],
+                            tuple(t[0] for t in ts))
     zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
 
-    def one(args):
-        hc, tc, lc = args
+    def one(_, args):
+        (hc, tc, lc), _ = args
+        return None, jax.lax.cond(jnp.any(lc), lambda: _chunk_stats(head, mean, params, prepared, hc, tc, keep), zeros)
 
-        def compute():
-            stats, logits = _chunk_stats(head, mean, params, hc, tc)
-            return (stats, logits) if keep_logits else stats
-        return jax.lax.cond(jnp.any(lc), compute, zeros)
+    _, out = _over_chunks(one, None, (hs, ts, lives), k)
+    if k > UNROLL_CHUNKS:
+        return out if not keep else (out[0], out[1])
+    stack = lambda *xs: jnp.stack(xs)  # noqa: E731
+    if not keep:
+        return jax.tree.map(stack, *out)
+    return jax.tree.map(stack, *(o[0] for o in out)), tuple(o[1] for o in out)
 
-    return jax.lax.map(one, (hs, ts, lives))
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def head_chunk_stats(head, mean, remat, params, hs, ts, lives):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def head_chunk_stats(head, cast, mean, remat, params, hs, ts, lives):
     """token_stats of head(params, hs[i]) for each chunk i ([k, ..., E] -> [k, ...]; `ts`
     the (targets,) or (targets, alt targets) per chunk), zeros where a chunk holds no live
     position. Its own backward pass, because autodiff of a
     `lax.cond` inside the chunk loop saved the head weight as a per-chunk residual: a
     [chunks, V, E] stack (906 MB and ~0.6 s of copies per SmolLM2 step at 4 x 512). Here
-    the forward keeps only each chunk's logits (or nothing, with `remat`), the backward
-    runs dlogits = p (dlse - dlogp - dalt - dmean) + onehot dlogp + onehot_alt dalt + dmean / V
+    the forward keeps only each chunk's softmax numerators (or nothing, with `remat`), the
+    backward runs dlogits = p (dlse - dlogp - dalt - dmean) + onehot dlogp + onehot_alt dalt + dmean / V
     per live chunk and
     accumulates the head's parameter gradient."""
-    return _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=False)
+    return _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep=False)
 
 
-def _head_chunk_stats_fwd(head, mean, remat, params, hs, ts, lives):
-    out = _map_live_chunks(head, mean, params, hs, ts, lives, keep_logits=not remat)
-    stats, logits = (out, None) if remat else out
-    return stats, (params, hs, ts, lives, stats["lse"], logits)
+def _head_chunk_stats_fwd(head, cast, mean, remat, params, hs, ts, lives):
+    out = _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep=not remat)
+    stats, kept = (out, None) if remat else out
+    return stats, (params, hs, ts, lives, stats["lse"], kept)
 
 
-def _head_chunk_stats_bwd(head, mean, remat, res, ct):
-    params, hs, ts, lives, lse, logits = res
+def _head_chunk_stats_bwd(head, cast, mean, remat, res, ct):
+    params, hs, ts, lives, lse, kept = res
+    k = hs.shape[0]
+    prepared = cast(params) if cast else None
     d_logp, d_lse = ct["logp"], ct["lse"]   # "correct" is a comparison: no gradient
     d_mean = ct["mean_logp"] if mean else jnp.zeros_like(lse)
     d_alt = ct["alt_logp"] if len(ts) > 1 else None
 
     def one(dparams, args):
-        hc, tc, lc, lse_c, dl, dz, dm, da, logits_c = args
+        (hc, tc, lc, lse_c, dl, dz, dm, da), kept_c = args
 
         def live(dparams):
-            # with kept logits the vjp's own forward product is unused, and XLA drops it
-            recomputed, vjp = jax.vjp(head, params, hc)
-            lg = recomputed if logits_c is None else logits_c
-            p = jnp.exp(lg - lse_c[..., None])
-            vocab = jax.lax.broadcasted_iota(jnp.int32, lg.shape, lg.ndim - 1)
+            # with kept exps the vjp's own forward product is unused, and XLA drops it
+            recomputed, vjp = jax.vjp(lambda p, x: _apply(head, p, x, prepared), params, hc)
+            if kept_c is None:
+                lg = recomputed.astype(jnp.float32)
+                p = jnp.exp(lg - lse_c[..., None])
+            else:
+                e, scale = kept_c
+                p = e * scale[..., None]
+            vocab = jax.lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1)
             onehot = lambda t, d: jnp.where(vocab == t[..., None], d[..., None], 0.0)  # noqa: E731
-            dlogits = (p * (dz - dl - dm)[..., None] + onehot(tc[0], dl) + (dm / lg.shape[-1])[..., None])
+            dlogits = (p * (dz - dl - dm)[..., None] + onehot(tc[0], dl) + (dm / p.shape[-1])[..., None])
             if da is not None:
                 dlogits = dlogits - p * da[..., None] + onehot(tc[1], da)
             dp, dh = vjp(dlogits)
@@ -174,7 +222,9 @@ def _head_chunk_stats_bwd(head, mean, remat, res, ct):
         return jax.lax.cond(jnp.any(lc), live, lambda dp: (dp, jnp.zeros_like(hc)), dparams)
 
     dparams0 = jax.tree.map(jnp.zeros_like, params)
-    dparams, dhs = jax.lax.scan(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, d_alt, logits))
+    dparams, dhs = _over_chunks(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, d_alt), k, kept)
+    if k <= UNROLL_CHUNKS:
+        dhs = jnp.stack(dhs)
     return dparams, dhs, None, None
 
 

@@ -72,7 +72,8 @@ def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=Fal
     shard at a time, or on every position, train.ce_chunk per row at a time (0: all at once)."""
     h, _ = model.hidden_states(tokens, positions=positions, segment_ids=segment_ids, branch_ids=branch_ids)
     project, rules = model.head_fn(), model.rules
-    head = lambda w, x: constrain(project(w, x), ("batch", "length", "act_vocab"), rules)  # noqa: E731
+    head = lambda w, x, w_cast=None: constrain(project(w, x, w_cast=w_cast), ("batch", "length", "act_vocab"),  # noqa: E731
+                                               rules)
     ce_chunk, head_chunk = int(tc.ce_chunk), int(tc.head_chunk)
     if head_chunk <= 0:
         w = model.head_weight()
@@ -81,7 +82,7 @@ def _stats(model, tokens, positions, segment_ids, targets, weights, tc, mean=Fal
     rows = targets.shape[0] // groups
     chunk = ce_chunk * rows if ce_chunk > 0 else head_chunk
     return weighted_token_stats(h, head, model.head_weight(), targets, weights, chunk, mean, groups,
-                                remat=ce_chunk > 0, alt_targets=alt_targets)
+                                remat=ce_chunk > 0, alt_targets=alt_targets, cast=model.head_cast)
 
 
 def lm_loss(model, mb, norms, tc):

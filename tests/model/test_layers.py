@@ -62,6 +62,26 @@ def test_matmul_keeps_dtypes_in_mixed_precision():
         jnp.broadcast_to(jnp.sum(x.astype(jnp.float32), 0)[:, None], (8, 6))), rtol=2e-2)
 
 
+@pytest.mark.parametrize("transpose_w", [False, True])
+def test_matmul_with_the_callers_weight_cast_is_the_same_computation(transpose_w):
+    """`w_cast` (the fp32 weight cast to bf16 by the caller) changes nothing: bit-identical
+    output and gradients, the weight's gradient fp32; a w_cast that is not w in x's dtype
+    is refused."""
+    x = _rand(0, 4, 8).astype(jnp.bfloat16)
+    w = _rand(1, *((6, 8) if transpose_w else (8, 6)))
+    probe = _rand(2, 4, 6)
+    loss = lambda x, w, c: jnp.sum(matmul(x, w, transpose_w, jnp.float32, c) * probe)  # noqa: E731
+    np.testing.assert_array_equal(matmul(x, w, transpose_w, jnp.float32, w.astype(jnp.bfloat16)),
+                                  matmul(x, w, transpose_w, jnp.float32))
+    ga = jax.grad(loss, (0, 1))(x, w, w.astype(jnp.bfloat16))
+    gb = jax.grad(loss, (0, 1))(x, w, None)
+    assert ga[1].dtype == jnp.float32
+    for a, b in zip(ga, gb):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    with pytest.raises(ValueError, match="w_cast"):
+        matmul(x, w, transpose_w, jnp.float32, w)   # fp32: not x's dtype
+
+
 def _packed_mask(t, cuts, pad):
     seg = np.zeros(t, np.int32)
     for i, (a, b) in enumerate(zip([0] + cuts, cuts + [t - pad]), start=1):

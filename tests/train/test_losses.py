@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from findap_jax.checkpoints.hf import load_hf
+from findap_jax.model.llama import project_head
+from findap_jax.train import losses
 from findap_jax.train.losses import (chunked_token_stats, cross_entropy, preference_loss, sequence_logps,
                                      token_logprobs, token_stats, weighted_token_stats)
 from tests.helpers import save_random_hf_llama
@@ -166,10 +168,14 @@ def test_chunked_token_stats_equal_whole_logits_with_grads():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("scanned", [False, True])
 @pytest.mark.parametrize("groups,chunk,remat", [(1, 5, False), (2, 7, True), (4, 96, False), (4, 3, True)])
-def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, remat):
+def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, remat, scanned, monkeypatch):
     """The head on loss-weighted positions only: same stats there (zeros elsewhere) and the
-    same gradients of a weighted loss as full logits, for any grouping/chunking."""
+    same gradients of a weighted loss as full logits, for any grouping/chunking, with the
+    chunks unrolled (up to losses.UNROLL_CHUNKS) or in a loop."""
+    if scanned:
+        monkeypatch.setattr(losses, "UNROLL_CHUNKS", 0)
     rng = np.random.default_rng(1)
     b, n, e, v = 4, 24, 8, 32
     h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.float32)
@@ -193,11 +199,13 @@ def test_weighted_token_stats_equal_whole_logits_where_weighted(groups, chunk, r
         np.testing.assert_allclose(a, c, atol=1e-5)
 
 
-@pytest.mark.parametrize("how", ["whole", "chunked", "weighted", "weighted_remat"])
-def test_alt_targets_score_a_second_target_from_the_same_logits(how):
+@pytest.mark.parametrize("how", ["whole", "chunked", "weighted", "weighted_remat", "weighted_scanned"])
+def test_alt_targets_score_a_second_target_from_the_same_logits(how, monkeypatch):
     """`alt_logp` (a prompt-shared row's rejected targets) equals log p(alt target) of the
     same logits, and a loss on logp, alt_logp and lse has the full-logits gradients
     (1e-5), through every head path (the weighted one has its own backward pass)."""
+    if how == "weighted_scanned":
+        monkeypatch.setattr(losses, "UNROLL_CHUNKS", 0)
     rng = np.random.default_rng(3)
     b, n, e, v = 4, 12, 8, 32
     h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.float32)
@@ -211,6 +219,7 @@ def test_alt_targets_score_a_second_target_from_the_same_logits(how):
                                                          alt_targets=alt),
            "weighted_remat": lambda h, w: weighted_token_stats(h, lambda w, x: x @ w, w, t, wt, 3,
                                                                remat=True, alt_targets=alt)}
+    fns["weighted_scanned"] = fns["weighted"]
 
     def full(h, w):
         s = token_stats(h @ w, t)
@@ -277,3 +286,65 @@ def test_weighted_token_stats_keep_one_head_weight_for_the_backward_pass(remat):
     logits = 0 if remat else b * n * v * 4
     small = 64 * b * n   # targets, masks, orders, log-sums: a few words per position
     assert w.nbytes + h.nbytes + logits <= kept <= w.nbytes + 2 * h.nbytes + logits + small, kept
+
+
+def _bf16_head_setup(b=2, n=48, e=24, v=1024):
+    rng = np.random.default_rng(5)
+    h = jnp.asarray(rng.normal(size=(b, n, e)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(v, e)) * 0.1, jnp.float32)    # tied: [V, E], fp32 master
+    t = jnp.asarray(rng.integers(0, v, (b, n)))
+    wt = jnp.asarray(rng.random((b, n)) < 0.7, jnp.float32)
+    head = lambda w, x, w_cast=None: project_head(w, x, True, jnp.bfloat16, w_cast)  # noqa: E731
+    cast = lambda w: w.astype(jnp.bfloat16)  # noqa: E731
+    return h, w, t, wt, head, cast
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_weighted_token_stats_cast_once_is_the_same_computation(remat):
+    """`cast` (the head weight cast to bf16 once per pass instead of once per chunk) gives
+    bit-identical stats and gradients, and the weight's gradient stays fp32."""
+    h, w, t, wt, head, cast = _bf16_head_setup()
+
+    def loss(h, w, c):
+        s = weighted_token_stats(h, head, w, t, wt, 16, remat=remat, cast=c)
+        return jnp.sum((s["logp"] + 0.1 * s["lse"] ** 2) * wt), s
+    (l0, s0), g0 = jax.jit(jax.value_and_grad(lambda h, w: loss(h, w, None), (0, 1), has_aux=True))(h, w)
+    (l1, s1), g1 = jax.jit(jax.value_and_grad(lambda h, w: loss(h, w, cast), (0, 1), has_aux=True))(h, w)
+    assert g1[1].dtype == jnp.float32 and g1[0].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(l1, l0)
+    for k in s0:
+        np.testing.assert_array_equal(s1[k], s0[k])
+    for a, c in zip(g1, g0):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(c, np.float32))
+
+
+def _all_eqns(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside it (cond branches, calls)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (tuple, list)) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)
+
+
+@pytest.mark.parametrize("scanned", [False, True])
+def test_weighted_token_stats_cast_the_weight_once_and_run_each_chunks_exps_once(scanned, monkeypatch):
+    """What the gradient of the chunked head computes, in bf16 with `cast`: the [V, E]
+    weight is cast to bf16 twice (once per pass, not once per chunk) and each chunk's
+    softmax exps run once (the backward pass reuses the forward's), unrolled or scanned."""
+    if scanned:
+        monkeypatch.setattr(losses, "UNROLL_CHUNKS", 0)
+    h, w, t, wt, head, cast = _bf16_head_setup()
+    v, e, chunks = w.shape[0], w.shape[1], h.shape[0] * h.shape[1] // 16
+
+    def loss(h, w):
+        return jnp.sum(weighted_token_stats(h, head, w, t, wt, 16, cast=cast)["logp"] * wt)
+    eqns = list(_all_eqns(jax.make_jaxpr(jax.grad(loss, (0, 1)))(h, w).jaxpr))
+    out = lambda q: q.outvars[0].aval  # noqa: E731
+    casts = [q for q in eqns if q.primitive.name == "convert_element_type"
+             and out(q).shape == (v, e) and out(q).dtype == jnp.bfloat16]
+    exps = [q for q in eqns if q.primitive.name == "exp" and out(q).shape[-1:] == (v,)]
+    assert len(casts) == 2, casts
+    assert len(exps) == (1 if scanned else chunks), exps
