@@ -163,8 +163,8 @@ def _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep):
         return None, jax.lax.cond(jnp.any(lc), lambda: _chunk_stats(head, mean, params, prepared, hc, tc, keep), zeros)
 
     _, out = _over_chunks(one, None, (hs, ts, lives), k)
-    if k > UNROLL_CHUNKS:
-        return out if not keep else (out[0], out[1])
+    if k > UNROLL_CHUNKS:   # stacked already
+        return out
     stack = lambda *xs: jnp.stack(xs)  # noqa: E731
     if not keep:
         return jax.tree.map(stack, *out)
