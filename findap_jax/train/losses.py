@@ -138,21 +138,23 @@ def _chunk_stats(head, mean, params, prepared, hc, tc, keep: bool):
 
 def _over_chunks(body, carry, xs, k: int, kept=None):
     """lax.scan(body, carry, (xs, kept)) over k chunks, unrolled when k <= UNROLL_CHUNKS.
-    Unrolled, the per-chunk outputs come back as a tuple of k trees (no stack to fill), and
-    `kept` is such a tuple too (or None); scanned, both are stacked along a leading axis."""
+    `body` returns (carry, (y, z)): the ys come back stacked along a leading axis; the zs,
+    and `kept` (or None), are per-chunk tensors kept for a later pass, stacked when scanned
+    but a tuple of k trees when unrolled (no stack to fill). Returns (carry, ys, zs)."""
     if k > UNROLL_CHUNKS:
-        return jax.lax.scan(body, carry, (xs, kept))
-    ys = []
+        carry, (ys, zs) = jax.lax.scan(body, carry, (xs, kept))
+        return carry, ys, zs
+    ys, zs = [], []
     for i in range(k):
-        carry, y = body(carry, (jax.tree.map(lambda x, i=i: x[i], xs), None if kept is None else kept[i]))
+        carry, (y, z) = body(carry, (jax.tree.map(lambda x, i=i: x[i], xs), None if kept is None else kept[i]))
         ys.append(y)
-    return carry, tuple(ys)
+        zs.append(z)
+    return carry, jax.tree.map(lambda *a: jnp.stack(a), *ys), tuple(zs)
 
 
 def _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep):
     """token_stats per chunk [k, ...] (and with `keep` what each chunk's backward needs,
     `_chunk_stats`), zeros for chunks without a live position, whose head never runs."""
-    k = hs.shape[0]
     prepared = cast(params) if cast else None
     shapes = jax.eval_shape(functools.partial(_chunk_stats, head, mean, keep=keep), params, prepared, hs[0],
                             tuple(t[0] for t in ts))
@@ -160,15 +162,11 @@ def _map_live_chunks(head, cast, mean, params, hs, ts, lives, keep):
 
     def one(_, args):
         (hc, tc, lc), _ = args
-        return None, jax.lax.cond(jnp.any(lc), lambda: _chunk_stats(head, mean, params, prepared, hc, tc, keep), zeros)
+        out = jax.lax.cond(jnp.any(lc), lambda: _chunk_stats(head, mean, params, prepared, hc, tc, keep), zeros)
+        return None, (out if keep else (out, None))
 
-    _, out = _over_chunks(one, None, (hs, ts, lives), k)
-    if k > UNROLL_CHUNKS:   # stacked already
-        return out
-    stack = lambda *xs: jnp.stack(xs)  # noqa: E731
-    if not keep:
-        return jax.tree.map(stack, *out)
-    return jax.tree.map(stack, *(o[0] for o in out)), tuple(o[1] for o in out)
+    _, stats, kept = _over_chunks(one, None, (hs, ts, lives), hs.shape[0])
+    return (stats, kept) if keep else stats
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -193,7 +191,6 @@ def _head_chunk_stats_fwd(head, cast, mean, remat, params, hs, ts, lives):
 
 def _head_chunk_stats_bwd(head, cast, mean, remat, res, ct):
     params, hs, ts, lives, lse, kept = res
-    k = hs.shape[0]
     prepared = cast(params) if cast else None
     d_logp, d_lse = ct["logp"], ct["lse"]   # "correct" is a comparison: no gradient
     d_mean = ct["mean_logp"] if mean else jnp.zeros_like(lse)
@@ -219,12 +216,12 @@ def _head_chunk_stats_bwd(head, cast, mean, remat, res, ct):
             dp, dh = vjp(dlogits)
             return jax.tree.map(jnp.add, dparams, dp), dh
 
-        return jax.lax.cond(jnp.any(lc), live, lambda dp: (dp, jnp.zeros_like(hc)), dparams)
+        dparams, dh = jax.lax.cond(jnp.any(lc), live, lambda dp: (dp, jnp.zeros_like(hc)), dparams)
+        return dparams, (dh, None)
 
     dparams0 = jax.tree.map(jnp.zeros_like, params)
-    dparams, dhs = _over_chunks(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, d_alt), k, kept)
-    if k <= UNROLL_CHUNKS:
-        dhs = jnp.stack(dhs)
+    dparams, dhs, _ = _over_chunks(one, dparams0, (hs, ts, lives, lse, d_logp, d_lse, d_mean, d_alt),
+                                   hs.shape[0], kept)
     return dparams, dhs, None, None
 
 
