@@ -12,8 +12,7 @@ setup(
     include_package_data=True,
     package_data={"findap_jax.data": ["bundled/*/*.jsonl", "bundled/*.md", "bundled/licenses/*"],
                   "findap_jax.eval": ["bundled/*.jsonl", "bundled/*.md", "bundled/*/*"],
-                  "findap_jax.distill": ["bundled/*.jsonl", "bundled/*.md"],
-                  "findap_jax.model": ["cpu_gemm.cc"]},
+                  "findap_jax.distill": ["bundled/*.jsonl", "bundled/*.md"]},
     install_requires=[
         "jax>=0.10.2",
         "jaxlib>=0.10.2",
@@ -22,7 +21,6 @@ setup(
         "orbax-checkpoint>=0.12.8",
         "ml-collections>=1.1.0",
         "numpy>=1.26",
-        "scipy>=1.11",  # its BLAS (cython_blas.sgemm) runs fp32 CPU matmuls (model/cpu_gemm.py)
         "safetensors>=0.4",
         "tokenizers>=0.20",
         "sentencepiece>=0.2",

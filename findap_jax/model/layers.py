@@ -18,7 +18,6 @@ from jax.ad_checkpoint import checkpoint_name
 
 from findap_jax.model.causal_attention import MASK_VALUE as _MASK_VALUE
 from findap_jax.model.causal_attention import attend_grouped, causal_attend, grouped, grouped_mask, ungrouped
-from findap_jax.model import cpu_gemm
 from findap_jax.model.config import LlamaConfig
 from findap_jax.model.cpu_layout import bf16_on_cpu, row_major
 from findap_jax.model.splash import Segments, splash_attend
@@ -165,8 +164,6 @@ def matmul(x, w, transpose_w: bool = False, out_dtype=None, w_cast=None):
 
 
 def _dot(a, b, contract, out_dtype):
-    if cpu_gemm.applies(a, b, contract, out_dtype):
-        return cpu_gemm.dot(a, b, contract)
     return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=out_dtype)
 
 
