@@ -5,15 +5,17 @@
 
 The revision's `findap_jax/` is exported with `git archive` into a temporary folder and
 imported as `findap_jax_old` (its absolute imports renamed), so both versions build their
-step in the same process and their steps alternate (`timing.interleaved_times`): on a
+step in the same process and their steps alternate (`timing.interleaved_rounds`): on a
 machine whose speed drifts within minutes, only paired rounds compare two commits.
-Prints the median s/step of each and the median per-round ratio new/old.
+Prints the median s/step of each and the median per-round ratio new/old, with its range
+over the rounds and in how many rounds new was faster.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import train_step
-from timing import interleaved_times
+from timing import interleaved_rounds, paired_ratios, ratio_summary
 
 from findap_jax.host_malloc import reexec_with_host_malloc
 
@@ -69,9 +71,10 @@ def main():
             setattr(train_step, name, value)
         old = train_step.ours(old_pkg.model.get_preset(args.preset), args.kind, 4, 512, args.dtype, weighted=args.weighted)
         old()
-        med, ratio = interleaved_times({"old": old, "new": new}, args.rounds, settle=args.settle)
+        ts = interleaved_rounds({"old": old, "new": new}, args.rounds, settle=args.settle)
+    med = {name: statistics.median(v) for name, v in ts.items()}
     print(f"{args.kind} ({args.dtype}) vs {args.against}: s/step old {med['old']:.2f}, new {med['new']:.2f}; "
-          f"per-round new/old {ratio['new']:.3f}")
+          f"per-round new/old {ratio_summary(paired_ratios(ts, 'new', 'old'))}")
 
 
 if __name__ == "__main__":

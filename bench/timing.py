@@ -14,10 +14,9 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def interleaved_times(runs: dict, rounds: int, settle: int = 1) -> tuple[dict, dict]:
-    """Median wall time of each `runs[name]()` over `rounds` rounds that give every run a
-    turn (after one warm-up call each), and the median over rounds of each run's time
-    divided by the first run's in that round. On a shared machine whose speed drifts by
+def interleaved_rounds(runs: dict, rounds: int, settle: int = 1) -> dict[str, list[float]]:
+    """Wall times of each `runs[name]()` in `rounds` rounds that give every run a
+    turn (after one warm-up call each). On a shared machine whose speed drifts by
     tens of percent within minutes, the paired per-round ratio is what stays comparable;
     timing one implementation's steps and then the other's is not.
 
@@ -39,9 +38,30 @@ def interleaved_times(runs: dict, rounds: int, settle: int = 1) -> tuple[dict, d
             t = time.perf_counter()
             fn()
             ts[name].append(time.perf_counter() - t)
+    return ts
+
+
+def interleaved_times(runs: dict, rounds: int, settle: int = 1) -> tuple[dict, dict]:
+    """The median of each run's `interleaved_rounds` times, and the median over rounds of
+    each run's time divided by the first run's in that round."""
+    ts = interleaved_rounds(runs, rounds, settle)
     first = next(iter(runs))
-    ratios = {name: statistics.median(a / b for a, b in zip(ts[name], ts[first])) for name in runs}
+    ratios = {name: statistics.median(paired_ratios(ts, name, first)) for name in runs}
     return {name: statistics.median(v) for name, v in ts.items()}, ratios
+
+
+def paired_ratios(ts: dict, name: str, base: str) -> list[float]:
+    """Run `name`'s time over run `base`'s, round by round."""
+    return [a / b for a, b in zip(ts[name], ts[base])]
+
+
+def ratio_summary(ratios: list[float]) -> str:
+    """The median per-round ratio with its spread and a sign count, e.g. "0.950 (rounds
+    0.912-1.021, below 1 in 3 of 4)". On this machine a 5% change hides in the noise of
+    3-4 rounds; the spread says whether a median is worth a claim."""
+    below = sum(r < 1 for r in ratios)
+    return (f"{statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f}, "
+            f"below 1 in {below} of {len(ratios)})")
 
 
 def cpu_summary() -> str:

@@ -22,11 +22,12 @@ faster than XLA's), and ratios. `--weighted F`
 trains on the last F of each row (an SFT/DPO answer after its prompt): ours then runs the
 head on those positions only (train.head_chunk), transformers on all; MFU counts the head
 FLOPs of the trained positions only, for both. The two stacks' steps alternate
-(`timing.interleaved_times`: one warm-up each, then --steps rounds in which each stack runs
+(`timing.interleaved_rounds`: one warm-up each, then --steps rounds in which each stack runs
 --settle untimed steps and one timed step), so a drift in the machine's speed hits both
 alike, while the timed step runs right after one of its own, as in a training job (the
-first step after the other stack re-faults freed memory; see `interleaved_times`); the
-ratio is also printed as the median of the per-round ratios. Both stacks' DPO steps held at
+first step after the other stack re-faults freed memory; see `interleaved_rounds`); the
+ratio is also printed as the median of the per-round ratios, with their range and how many
+fell below 1. Both stacks' DPO steps held at
 once take ~11 GB here (session 17; before session 15's smaller residuals they exceeded a
 24 GB machine); `--interleave off` runs each stack's steps after the other's, for less memory.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +45,7 @@ from flax import nnx
 
 # bench/matmul_libraries.py, bench/timing.py (the script's folder is on sys.path)
 from matmul_libraries import torch_matmul
-from timing import cpu_summary, interleaved_times, median_time
+from timing import cpu_summary, interleaved_rounds, median_time, paired_ratios, ratio_summary
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_host_malloc
@@ -285,8 +287,10 @@ def main():
                                              args.shared_multiple)}
         ratios = None
         if args.interleave == "on":
-            times, ratios = interleaved_times({name: make() for name, make in makers.items()}, args.steps,
-                                              settle=args.settle)
+            rounds = interleaved_rounds({name: make() for name, make in makers.items()}, args.steps,
+                                        settle=args.settle)
+            times = {name: statistics.median(v) for name, v in rounds.items()}
+            ratios = {name: paired_ratios(rounds, name, "findap-jax") for name in rounds}
         else:   # one stack after the other, each freed before the next is built
             times = {}
             for name, make in makers.items():
@@ -302,7 +306,8 @@ def main():
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
     if not args.skip_torch:
         for kind in kinds:
-            pr = f" (median of the per-round ratios: {paired[kind]:.2f})" if kind in paired else " (run one after the other)"
+            pr = (f" (per-round ratios: {ratio_summary(paired[kind])})" if kind in paired
+                  else " (run one after the other)")
             print(f"{kind}: findap-jax / transformers tokens/s = "
                   f"{res[(kind, 'transformers')] / res[(kind, 'findap-jax')]:.2f}{pr}")
     if "lm" in kinds:
