@@ -285,12 +285,12 @@ def main():
         # ours with a shared prompt runs fewer tokens: its MFU counts the tokens it ran
         run_tok = {"findap-jax": ours_tokens(cfg, kind, args.batch, args.seq, args.weighted, args.prompt,
                                              args.shared_multiple)}
-        ratios = None
         if args.interleave == "on":
             rounds = interleaved_rounds({name: make() for name, make in makers.items()}, args.steps,
                                         settle=args.settle)
             times = {name: statistics.median(v) for name, v in rounds.items()}
-            ratios = {name: paired_ratios(rounds, name, "findap-jax") for name in rounds}
+            if "transformers" in rounds:
+                paired[kind] = paired_ratios(rounds, "transformers", "findap-jax")
         else:   # one stack after the other, each freed before the next is built
             times = {}
             for name, make in makers.items():
@@ -301,8 +301,6 @@ def main():
             mfu = flops * run_tok.get(name, n_tok) / n_tok / t / peak
             print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f} {mfu * peak / own_peak[name]:8.3f}",
                   flush=True)
-        if not args.skip_torch and ratios:
-            paired[kind] = ratios["transformers"]
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
     if not args.skip_torch:
         for kind in kinds:
