@@ -25,18 +25,23 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m findap_jax.demo
 
+# `make bench`: every figure of the performance tables, then the targets met or not
+# (bench/targets.py) from the records the scripts appended to $(BENCH_RESULTS).
+BENCH_RESULTS ?= bench-results.jsonl
 bench: $(STAMP)
+	rm -f $(BENCH_RESULTS)
 	$(BIN)/python bench/matmul_libraries.py
 	$(BIN)/python bench/forward_throughput.py
-	$(BIN)/python bench/data_pipeline.py
-	$(BIN)/python bench/train_step.py
-	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm
-	$(BIN)/python bench/train_step.py --kinds lm,dpo,rpo --prompt 0.5
+	$(BIN)/python bench/data_pipeline.py --json $(BENCH_RESULTS)
+	$(BIN)/python bench/train_step.py --json $(BENCH_RESULTS)
+	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm --json $(BENCH_RESULTS)
+	$(BIN)/python bench/train_step.py --kinds lm,dpo,rpo --prompt 0.5 --json $(BENCH_RESULTS)
 	$(BIN)/python bench/shared_prompt_savings.py
-	$(BIN)/python bench/dpo_real_pairs.py
+	$(BIN)/python bench/dpo_real_pairs.py --json $(BENCH_RESULTS)
 	$(BIN)/python bench/profile_step.py
-	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/decode.py --json $(BENCH_RESULTS)
 	$(BIN)/python bench/decode_steps.py
+	$(BIN)/python bench/targets.py $(BENCH_RESULTS)
 
 # The Tunix peer: google-tunix 0.1.7 pins safetensors<0.8 (older transformers), so it gets its
 # own venv with the project's jax/flax/optax/orbax versions; findap_jax is imported from here.
@@ -47,8 +52,10 @@ $(TUNIX_VENV)/.installed:
 		optax==0.2.8 orbax-checkpoint==0.12.8 ml_collections
 	touch $@
 
+# appends to $(BENCH_RESULTS) (after `make bench`, the table then has the Tunix rows too)
 bench-tunix: $(TUNIX_VENV)/.installed
-	$(TUNIX_VENV)/bin/python bench/tunix_peer.py
+	$(TUNIX_VENV)/bin/python bench/tunix_peer.py --json $(BENCH_RESULTS)
+	$(TUNIX_VENV)/bin/python bench/targets.py $(BENCH_RESULTS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

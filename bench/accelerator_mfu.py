@@ -21,12 +21,12 @@ Runs on CPU too (the test runs it on the tiny preset), where the measured peak i
 that means something. It imports only jax, flax, optax, numpy and ml-collections (no
 TensorFlow, seqio or torch), so on a machine that has the first four,
 `pip install ml-collections` and `PYTHONPATH=. python bench/accelerator_mfu.py` from the
-repository root is enough.
+repository root is enough. `--json FILE` appends the results to FILE as a bench record
+(bench/results.py), which bench/targets.py sets against the 50% MFU target.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from train_step import lm_batch, our_step   # bench/ is on sys.path when run as a script
+from results import append_record   # bench/ is on sys.path when run as a script
+from train_step import lm_batch, our_step
 
 from findap_jax.model import get_preset
 from findap_jax.train.metrics import measured_matmul_flops, published_peak_flops, train_flops_per_token
@@ -105,7 +106,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--peak-n", type=int, default=0,
                     help="size of the bf16 matmul peak probe (0: 8,192 on an accelerator, 2,048 on CPU)")
     ap.add_argument("--peak-repeats", type=int, default=50)
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--json", help="append the results to this JSON-lines file (bench/targets.py reads it)")
     args = ap.parse_args(argv)
     device = jax.devices()[0]
     runs = [parse_run(s, device.platform) for s in args.runs]   # all specs checked before any work
@@ -132,9 +133,7 @@ def main(argv=None) -> list[dict]:
               f"{r['model_tflops']:.1f} TFLOP/s; MFU {pub} of the published peak, "
               f"{r['mfu_measured_peak']:.3f} of the measured matmul{mem}", flush=True)
         results.append(r)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+    append_record(args.json, "accelerator_mfu", args, {"runs": results})
     return results
 
 

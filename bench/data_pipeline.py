@@ -1,6 +1,6 @@
 """Input-pipeline throughput of the joint CPT+IT mixture (packed rows) on this machine.
 
-    python bench/data_pipeline.py [--seq 512] [--batch 8] [--batches 200] [--model smollm2]
+    python bench/data_pipeline.py [--seq 512] [--batch 8] [--batches 200] [--model smollm2] [--json FILE]
 
 Reports rows/s, examples/s (segments) and tokens/s after the first batch (which pays for
 tokenising and filling shuffle buffers; reported separately).
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import time
+
+from results import append_record  # bench/results.py (the script's folder is on sys.path)
 
 from findap_jax import defaults
 from findap_jax.checkpoints.loader import load_tokenizer
@@ -22,6 +24,7 @@ def main():
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--mixture", default="findap_joint")
+    ap.add_argument("--json", help="append the figures to this JSON-lines file (bench/targets.py reads it)")
     args = ap.parse_args()
 
     cfg = defaults.data_config()
@@ -42,6 +45,8 @@ def main():
     print(f"{args.mixture}, seq {args.seq}, batch {args.batch}: first batch {t1 - t0:.1f}s; then "
           f"{rows / dt:.0f} rows/s, {segs / dt:.0f} examples/s, {toks / dt:.0f} tokens/s "
           f"over {args.batches} batches")
+    append_record(args.json, "data_pipeline", args, {
+        "first_batch_s": t1 - t0, "rows_per_s": rows / dt, "examples_per_s": segs / dt, "tokens_per_s": toks / dt})
 
 
 if __name__ == "__main__":

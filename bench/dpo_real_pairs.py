@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import cpu_summary  # bench/ is on sys.path when run as a script
+from results import append_record  # bench/ is on sys.path when run as a script
+from timing import cpu_summary
 from train_step import our_step, torch_dpo_update, torch_training
 
 from findap_jax import defaults, load_pretrained
@@ -144,6 +145,7 @@ def main():
     ap.add_argument("--multiple", type=int, default=defaults.train_config().shared_row_multiple)
     ap.add_argument("--no-pack", action="store_true", help="one pair per row (train.pack_pairs=false)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--json", help="append the figures to this JSON-lines file (bench/targets.py reads it)")
     args = ap.parse_args()
     reexec_with_host_malloc()
     cfg = get_preset("smollm2-135m")
@@ -178,6 +180,10 @@ def main():
         print(f"DPO on real pairs: findap-jax / {peer} tokens/s = "
               f"{statistics.median(times[peer]) / statistics.median(times['findap-jax']):.2f} "
               f"(median of the per-round ratios: {statistics.median(ratios):.2f})")
+    append_record(args.json, "dpo_real_pairs", args, {
+        "real_tokens": tokens, "positions": {"findap-jax": my_positions / full, "transformers": their_positions / full},
+        "tokens_per_s": {name: tokens / statistics.median(ts) for name, ts in times.items()},
+        "per_round": [b / a for a, b in zip(times["findap-jax"], times["transformers"])]})
 
 
 if __name__ == "__main__":

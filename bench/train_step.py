@@ -4,7 +4,7 @@
                                [--dtype float32|bfloat16] [--param-dtype float32|bfloat16]
                                [--ce-chunk 0] [--head-chunk 256] [--weighted 1.0]
                                [--kinds lm,dpo,dpo-pre] [--prompt 0.0] [--shared-multiple 64] [--skip-torch]
-                               [--interleave on|off] [--settle 1]
+                               [--interleave on|off] [--settle 1] [--json FILE]
 
 AdamW, random weights of the preset's shapes, fp32 master weights by default; `--dtype
 bfloat16` computes in bf16 (ours: model dtype; torch: CPU autocast). `--param-dtype
@@ -27,7 +27,8 @@ FLOPs of the trained positions only, for both. The two stacks' steps alternate
 alike, while the timed step runs right after one of its own, as in a training job (the
 first step after the other stack re-faults freed memory; see `interleaved_rounds`); the
 ratio is also printed as the median of the per-round ratios, with their range and how many
-fell below 1. Both stacks' DPO steps held at
+fell below 1. `--json FILE` appends the figures to FILE (bench/results.py) for
+bench/targets.py. Both stacks' DPO steps held at
 once take ~11 GB here (session 17; before session 15's smaller residuals they exceeded a
 24 GB machine); `--interleave off` runs each stack's steps after the other's, for less memory.
 """
@@ -45,6 +46,7 @@ from flax import nnx
 
 # bench/matmul_libraries.py, bench/timing.py (the script's folder is on sys.path)
 from matmul_libraries import torch_matmul
+from results import append_record
 from timing import cpu_summary, interleaved_rounds, median_time, paired_ratios, ratio_summary
 
 from findap_jax import defaults
@@ -252,6 +254,7 @@ def main():
                     help="alternate the stacks' steps (off: one stack after the other, half the memory)")
     ap.add_argument("--settle", type=int, default=1,
                     help="untimed steps before each timed one when the stacks alternate")
+    ap.add_argument("--json", help="append the figures to this JSON-lines file (bench/targets.py reads it)")
     args = ap.parse_args()
     reexec_with_host_malloc()   # jemalloc or 2 MB pages for XLA's per-step temporaries (findap_jax/host_malloc.py)
     cfg = get_preset(args.preset)
@@ -272,7 +275,7 @@ def main():
     print(cpu_summary())
     print(f"{'step':8} {'impl':14} {'s/step':>8} {'tokens/s':>9} {'MFU':>6} {'MFU own':>8}  "
           "(MFU: against jax's matmul probe; own: against the stack's own library's)")
-    res, paired, kinds = {}, {}, args.kinds.split(",")
+    res, paired, steps, kinds = {}, {}, {}, args.kinds.split(",")
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
         trained = min(args.weighted, (args.seq - p + 1) / args.seq) if kind != "lm" and p else args.weighted
@@ -298,6 +301,7 @@ def main():
                 gc.collect()
         for name, t in times.items():
             res[(kind, name)] = t
+            steps.setdefault(kind, {})[name] = {"s_per_step": t, "tokens_per_s": n_tok / t}
             mfu = flops * run_tok.get(name, n_tok) / n_tok / t / peak
             print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f} {mfu * peak / own_peak[name]:8.3f}",
                   flush=True)
@@ -312,6 +316,9 @@ def main():
         for kind in (k for k in kinds if k != "lm"):
             print(f"{kind} / SFT time per sequence: " + ", ".join(
                 f"{nm} {res[(kind, nm)] / res[('lm', nm)] / 2:.2f}" for nm in names))
+    append_record(args.json, "train_step", args, {
+        "matmul_peak_gflops": {name: v / 1e9 for name, v in own_peak.items()},
+        "steps": steps, "per_round": paired})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     make bench-tunix    # or: .venv-tunix/bin/python bench/tunix_peer.py [--preset smollm2-135m] [--seq 512]
                         #     [--batch 4] [--steps 3] [--prompt 1] [--kinds lm,dpo] [--skip-ours] [--tiny]
+                        #     [--json FILE]
 
 Tunix 0.1.7 pins safetensors<0.8 (and so an older transformers and huggingface_hub) and would downgrade
 the project venv, so `make bench-tunix` gives it its own venv (.venv-tunix) with the project's
@@ -36,7 +37,8 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # findap_jax of this checkout
-from timing import interleaved_times  # bench/timing.py (the script's folder is on sys.path)
+from results import append_record  # bench/results.py, bench/timing.py (the script's folder is on sys.path)
+from timing import interleaved_times
 
 from findap_jax import defaults
 from findap_jax.host_malloc import reexec_with_host_malloc
@@ -121,6 +123,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=1, help="DPO prompt tokens shared by chosen and rejected")
     ap.add_argument("--kinds", default="lm,dpo", help="lm (SFT/CPT), dpo, or both")
     ap.add_argument("--skip-ours", action="store_true")
+    ap.add_argument("--json", help="append the figures to this JSON-lines file (bench/targets.py reads it)")
     ap.add_argument("--tiny", action="store_true", help="smoke test: 2 layers, hidden 64, vocab 256, seq 64, "
                     "batch 2, 1 step")
     args = ap.parse_args()
@@ -147,7 +150,7 @@ def main():
         from train_step import ours  # bench/train_step.py: same batch layout, live frozen reference for DPO
         makers["findap-jax"] = {k: (lambda k=k: ours(cfg, k, args.batch, args.seq, prompt=args.prompt / args.seq))
                                 for k in ("lm", "dpo")}
-    res, paired = {}, {}
+    res, paired, steps = {}, {}, {}
     for kind in kinds:
         n_tok = args.batch * args.seq * (1 if kind == "lm" else 2)
         # both stacks' steps alternate, each timed step after a settle step (timing.interleaved_times)
@@ -155,6 +158,7 @@ def main():
         paired[kind] = ratios
         for name, t in times.items():
             res[(kind, name)] = t
+            steps.setdefault(kind, {})[name] = {"s_per_step": t, "tokens_per_s": n_tok / t}
             print(f"{'SFT' if kind == 'lm' else 'DPO':5} {name:11} {t:8.2f} {n_tok / t:9.1f}", flush=True)
         gc.collect()   # the trainers hold reference cycles; free this kind's models and moments before the next
     if len(kinds) == 2:
@@ -164,6 +168,9 @@ def main():
         print("findap-jax / tunix tokens/s: " + ", ".join(
             f"{'SFT' if kind == 'lm' else 'DPO'} {res[(kind, 'tunix')] / res[(kind, 'findap-jax')]:.2f} (median of "
             f"the per-round ratios {1 / paired[kind]['findap-jax']:.2f})" for kind in kinds))
+    # the per-round figure: the median over rounds of tunix's time over ours (ours' speed-up)
+    append_record(args.json, "tunix_peer", args, {
+        "steps": steps, "per_round_median": {k: 1 / r["findap-jax"] for k, r in paired.items() if "findap-jax" in r}})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """bench/accelerator_mfu.py: the GPU/TPU MFU check, run here on the tiny preset so a session
 lent an accelerator runs a script that already works."""
-import json
 import math
 import sys
 from pathlib import Path
@@ -10,17 +9,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from accelerator_mfu import main, parse_run  # noqa: E402
+from results import load_records  # noqa: E402
 
 from findap_jax.model import get_preset  # noqa: E402
 from findap_jax.train.metrics import published_peak_flops, train_flops_per_token  # noqa: E402
 
 
 def test_runs_on_the_tiny_preset_and_reports_consistent_mfu(tmp_path):
-    out = tmp_path / "mfu.json"
+    out = tmp_path / "bench.jsonl"
     results = main(["--runs", "tiny:batch=2,seq=64,layers=1,dtype=float32", "--steps", "2",
                     "--peak-n", "256", "--json", str(out)])
     (r,) = results
-    assert json.loads(out.read_text())[0]["tokens_per_s"] == pytest.approx(r["tokens_per_s"])
+    (rec,) = load_records(str(out))
+    assert rec["script"] == "accelerator_mfu" and rec["args"]["steps"] == 2
+    assert rec["figures"]["runs"][0]["tokens_per_s"] == pytest.approx(r["tokens_per_s"])
     cfg = get_preset("tiny").replace(num_layers=1)
     assert r["flops_per_token"] == train_flops_per_token(cfg, 64)
     assert r["params"] == cfg.num_params()
