@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py --json $(BENCH_RESULTS)
 	$(BIN)/python bench/train_step.py --dtype bfloat16 --kinds lm --json $(BENCH_RESULTS)
 	$(BIN)/python bench/train_step.py --kinds lm,dpo,rpo --prompt 0.5 --json $(BENCH_RESULTS)
+	$(BIN)/python bench/train_step.py --preset llama3.2-1b --batch 1 --dtype bfloat16 --param-dtype bfloat16 \
+		--kinds lm,dpo-pre --skip-torch --steps 2 --json $(BENCH_RESULTS)
 	$(BIN)/python bench/shared_prompt_savings.py
 	$(BIN)/python bench/dpo_real_pairs.py --json $(BENCH_RESULTS)
 	$(BIN)/python bench/profile_step.py

@@ -21,7 +21,7 @@ def _step(s, n_tok):
 def _train(path, dtype, steps, per_round=None, **args):
     """A train_step record: steps = {kind: {stack: seconds}} at the targets' shapes."""
     figs = {k: {name: _step(t, 2048 * (1 if k == "lm" else 2)) for name, t in v.items()} for k, v in steps.items()}
-    append_record(path, "train_step", dict(SHAPES, dtype=dtype, param_dtype="float32", **args),
+    append_record(path, "train_step", dict(SHAPES, dtype=dtype, param_dtype="float32", weighted=1.0, **args),
                   {"steps": figs, "per_round": per_round or {}})
 
 
@@ -40,9 +40,13 @@ def test_targets_are_judged_from_records(tmp_path):
                           "dpo-pre": {"findap-jax": 22.0, "transformers": 25.0}},
            per_round={"lm": [1.2, 1.3, 1.28]})
     _train(f, "bfloat16", {"lm": {"findap-jax": 5.0, "transformers": 4.0}})
-    # the 1B preset is not at the targets' shapes: ignored
-    append_record(f, "train_step", dict(SHAPES, preset="llama3.2-1b", dtype="float32", param_dtype="float32"),
-                  {"steps": {"lm": {"findap-jax": _step(1.0, 2048), "transformers": _step(100.0, 2048)}}})
+    # ours training the answers only (the head on 39% of the positions) is not the peers' step: ignored
+    append_record(f, "train_step", dict(SHAPES, dtype="float32", param_dtype="float32", weighted=0.39),
+                  {"steps": {"lm": {"findap-jax": _step(1.0, 2048), "transformers": _step(12.5, 2048)}}})
+    # the 1B preset is not at the targets' shapes: only its own (reported) row reads it
+    append_record(f, "train_step", dict(SHAPES, preset="llama3.2-1b", batch=1, dtype="bfloat16",
+                                        param_dtype="bfloat16"),
+                  {"steps": {"lm": {"findap-jax": dict(_step(1.0, 512), mfu=0.47), "transformers": _step(100.0, 512)}}})
     decode_args = {"prompt": 64, "new": 128}
     append_record(f, "decode", decode_args, {"batches": {
         "1": {"findap-jax": {"tokens_per_s": 40.0, "ttft_s": 0.1}, "transformers": {"tokens_per_s": 15.0, "ttft_s": 0.2}},
@@ -50,6 +54,9 @@ def test_targets_are_judged_from_records(tmp_path):
     append_record(f, "decode", dict(decode_args, new=4), {"batches": {   # not the target's setting: ignored
         "1": {"findap-jax": {"tokens_per_s": 1.0, "ttft_s": 0.1}, "transformers": {"tokens_per_s": 15.0, "ttft_s": 0.2}}}})
     append_record(f, "data_pipeline", {"mixture": "findap_joint"}, {"tokens_per_s": 500_000.0})
+    append_record(f, "tunix_peer", dict(SHAPES, kinds="dpo"), {   # the DPO leg alone, as on a 23 GiB machine
+        "steps": {"dpo": {"tunix": _step(30.0, 4096), "findap-jax": _step(20.0, 4096)}},
+        "per_round_median": {"dpo": 1.4}})
     rows = _by_target(target_rows(load_records(f)))
 
     (sft,) = rows["SFT/CPT tokens/s >= 1.2x transformers (fp32)"]
@@ -68,6 +75,11 @@ def test_targets_are_judged_from_records(tmp_path):
     assert (b8["ratio"], b8["status"]) == ("2.14", "not met")      # faster, but a slower first token
     (pipe,) = rows["input pipeline tokens/s >= 10x the trainer's"]   # against the fastest step, bf16's 409.6
     assert (pipe["ratio"], pipe["status"]) == ("1,221", "met")
+    (tunix_dpo,) = rows["DPO tokens/s vs Tunix's DPOTrainer, live reference (no target)"]
+    assert (tunix_dpo["ratio"], tunix_dpo["status"]) == ("1.50 (per round 1.40)", "reported")
+    (big,) = rows["train step of the ~1B preset on this CPU (no target)"]
+    assert (big["run"], big["ours"], big["status"]) == \
+        ("lm, batch 1 x 512, bfloat16 / bfloat16 weights", "512.0 tokens/s, MFU 0.47", "reported")
     for target in ("SFT/CPT tokens/s >= 2x Tunix (fp32)",
                    "MFU >= 50% on an H100-class accelerator (1B preset, Llama-3-8B layers)"):
         (row,) = rows[target]
@@ -96,6 +108,7 @@ def test_train_step_writes_a_record_the_targets_read(tmp_path, capsys):
     steps = rec["figures"]["steps"]
     assert set(steps) == {"lm", "dpo"} and set(steps["lm"]) == {"findap-jax", "transformers"}
     assert len(rec["figures"]["per_round"]["lm"]) == 1
+    assert 0 < steps["lm"]["findap-jax"]["mfu"] == steps["lm"]["findap-jax"]["mfu_own"]   # ours' own library is jax
     rows = _by_target(target_rows([rec], {"preset": "tiny", "seq": 64, "batch": 2}))
     (sft,) = rows["SFT/CPT tokens/s >= 1.2x transformers (fp32)"]
     ours, theirs = steps["lm"]["findap-jax"]["tokens_per_s"], steps["lm"]["transformers"]["tokens_per_s"]
