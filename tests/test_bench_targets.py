@@ -37,7 +37,8 @@ def test_targets_are_judged_from_records(tmp_path):
     # SFT: ours 10 s vs torch 12.5 s -> 1.25 (met); DPO live ref: 21 s -> 21/10/2 = 1.05 per sequence (met)
     _train(f, "float32", {"lm": {"findap-jax": 10.0, "transformers": 12.5},
                           "dpo": {"findap-jax": 21.0, "transformers": 30.0},
-                          "dpo-pre": {"findap-jax": 22.0, "transformers": 25.0}},
+                          "dpo-pre": {"findap-jax": 22.0, "transformers": 25.0},
+                          "rpo": {"findap-jax": 23.0, "transformers": 33.0}},
            per_round={"lm": [1.2, 1.3, 1.28]})
     _train(f, "bfloat16", {"lm": {"findap-jax": 5.0, "transformers": 4.0}})
     # ours training the answers only (the head on 39% of the positions) is not the peers' step: ignored
@@ -65,6 +66,8 @@ def test_targets_are_judged_from_records(tmp_path):
     assert (dpo_seq["ours"], dpo_seq["peer"], dpo_seq["status"]) == ("1.05", "1.20", "met")
     (pre,) = rows["DPO / SFT time per sequence, precomputed reference <= 1.05"]
     assert (pre["ours"], pre["status"]) == ("1.10", "not met")
+    (rpo,) = rows["RPO / SFT time per sequence (no target)"]
+    assert (rpo["ours"], rpo["peer"], rpo["status"]) == ("1.15", "1.32", "reported")
     (dpo,) = rows["DPO tokens/s >= 1.5x transformers + TRL-style DPO (live reference)"]
     assert (dpo["ratio"], dpo["status"]) == ("1.43", "not met")
     (bf16,) = rows["bf16 compute: best vs best (no target)"]    # ours bf16 409.6 vs torch bf16 512
