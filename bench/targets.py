@@ -47,9 +47,14 @@ def _run_name(rec) -> str:
     return f"train_step {a.get('dtype', 'float32')}{extra}"
 
 
-def _per_round(rec, kind) -> str:
+def _ratio(r: float, per_round: float | None) -> str:
+    """The ratio of the medians, with the median of the per-round ratios where recorded."""
+    return f"{r:.2f}" + (f" (per round {per_round:.2f})" if per_round else "")
+
+
+def _per_round(rec, kind) -> float | None:
     ratios = rec["figures"].get("per_round", {}).get(kind)
-    return f" (per round {statistics.median(ratios):.2f})" if ratios else ""
+    return statistics.median(ratios) if ratios else None
 
 
 def _row(target, run, ours, peer, ratio, status):
@@ -68,7 +73,7 @@ def vs_transformers(records, t, kind, goal):
         if OURS in st and TORCH in st:
             r = st[OURS]["tokens_per_s"] / st[TORCH]["tokens_per_s"]
             yield _row(t, _run_name(rec), f"{st[OURS]['tokens_per_s']:.1f}", f"{st[TORCH]['tokens_per_s']:.1f}",
-                       f"{r:.2f}{_per_round(rec, kind)}", _met(r >= goal))
+                       _ratio(r, _per_round(rec, kind)), _met(r >= goal))
 
 
 def vs_tunix(records, t, kind, goal=None):
@@ -80,8 +85,7 @@ def vs_tunix(records, t, kind, goal=None):
             r = st[OURS]["tokens_per_s"] / st["tunix"]["tokens_per_s"]
             pr = rec["figures"].get("per_round_median", {}).get(kind)
             yield _row(t, "tunix_peer", f"{st[OURS]['tokens_per_s']:.1f}", f"{st['tunix']['tokens_per_s']:.1f}",
-                       f"{r:.2f}" + (f" (per round {pr:.2f})" if pr else ""),
-                       "reported" if goal is None else _met(r >= goal))
+                       _ratio(r, pr), "reported" if goal is None else _met(r >= goal))
 
 
 def _per_sequence(steps, kind, name):
@@ -109,25 +113,18 @@ def dpo_vs_trl(records, t):
             r = tps[OURS] / tps[TORCH]
             pr = rec["figures"].get("per_round")
             yield _row(t, f"dpo_real_pairs {rec['args'].get('dtype', 'float32')}", f"{tps[OURS]:.1f}",
-                       f"{tps[TORCH]:.1f}", f"{r:.2f}" + (f" (per round {statistics.median(pr):.2f})" if pr else ""),
-                       _met(r >= 1.5))
+                       f"{tps[TORCH]:.1f}", _ratio(r, statistics.median(pr) if pr else None), _met(r >= 1.5))
 
 
 def bf16_best_vs_best(records, t):
     """The faster of each stack's fp32 and bf16-compute SFT steps: reported, no target."""
-    best = {}
+    top, dtypes = {}, set()   # stack -> (best tokens/s, its compute dtype)
     for rec in _train_runs(records):
+        dtype = rec["args"].get("dtype")
         for name, fig in rec["figures"]["steps"].get("lm", {}).items():
-            key = (name, rec["args"].get("dtype"))
-            best[key] = max(best.get(key, 0.0), fig["tokens_per_s"])
-    if not any(d == "bfloat16" for _, d in best):
-        return
-    top = {}
-    for name in (OURS, TORCH):
-        cands = [(v, d) for (n, d), v in best.items() if n == name]
-        if cands:
-            top[name] = max(cands)
-    if len(top) == 2:
+            dtypes.add(dtype)
+            top[name] = max(top.get(name, (0.0, dtype)), (fig["tokens_per_s"], dtype))
+    if "bfloat16" in dtypes and OURS in top and TORCH in top:
         (o, od), (p, pd) = top[OURS], top[TORCH]
         yield _row(t, "train_step float32 and bfloat16",
                    f"{o:.1f} ({od})", f"{p:.1f} ({pd})", f"{o / p:.2f}", "reported")
@@ -205,10 +202,10 @@ ALL_SHAPES = [("train step of the ~1B preset on this CPU (no target)", preset_1b
 def target_rows(records, shapes=None) -> list[dict]:
     """Every row of the table: the measured ones, and one "not measured" row per target
     that no record bears on. `shapes` overrides SHAPES (the tests judge tiny runs)."""
-    judged, rows = at_shapes(records, shapes), []
-    for target, fn in TARGETS + ALL_SHAPES:
-        got = list(fn(records if (target, fn) in ALL_SHAPES else judged, target))
-        rows += got or [_row(target, "", "", "", "", "not measured")]
+    rows = []
+    for targets, recs in ((TARGETS, at_shapes(records, shapes)), (ALL_SHAPES, records)):
+        for target, fn in targets:
+            rows += list(fn(recs, target)) or [_row(target, "", "", "", "", "not measured")]
     return rows
 
 

@@ -302,10 +302,10 @@ def main():
         for name, t in times.items():
             res[(kind, name)] = t
             mfu = flops * run_tok.get(name, n_tok) / n_tok / t / peak
+            mfu_own = mfu * peak / own_peak[name]
             steps.setdefault(kind, {})[name] = {"s_per_step": t, "tokens_per_s": n_tok / t, "mfu": mfu,
-                                                "mfu_own": mfu * peak / own_peak[name]}
-            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f} {mfu * peak / own_peak[name]:8.3f}",
-                  flush=True)
+                                                "mfu_own": mfu_own}
+            print(f"{kind:8} {name:14} {t:8.2f} {n_tok / t:9.0f} {mfu:6.3f} {mfu_own:8.3f}", flush=True)
     names = ["findap-jax"] + ([] if args.skip_torch else ["transformers"])
     if not args.skip_torch:
         for kind in kinds:

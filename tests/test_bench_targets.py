@@ -9,9 +9,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 from results import append_record, load_records  # noqa: E402
-from targets import main, target_rows  # noqa: E402
-
-SHAPES = {"preset": "smollm2-135m", "seq": 512, "batch": 4}
+from targets import SHAPES, main, target_rows  # noqa: E402
 
 
 def _step(s, n_tok):
