@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from findap_jax.files import jsonl_lines
 from timing import cpu_summary  # bench/timing.py
 
 
@@ -31,16 +32,9 @@ def load_records(path: str) -> list[dict]:
     """Every record in `path`, in the order written. A line that is not a record is an
     error naming the file and line: a table built from half a results file would mislead."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not JSON ({e.msg})") from None
-            missing = [k for k in ("script", "args", "figures") if not isinstance(rec, dict) or k not in rec]
-            if missing:
-                raise ValueError(f"{path}:{i}: a bench record needs {', '.join(missing)}")
-            records.append(rec)
+    for i, rec in jsonl_lines(path):
+        missing = [k for k in ("script", "args", "figures") if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise ValueError(f"{path}:{i}: a bench record needs {', '.join(missing)}")
+        records.append(rec)
     return records

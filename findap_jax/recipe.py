@@ -154,7 +154,7 @@ class Recipe:
             self._finish("distill", info)
         else:
             self.log("[recipe] distill: done, skipped")
-        n = sum(1 for line in out.read_text().splitlines() if line.strip()) if out.exists() else 0
+        n = len(read_jsonl(out)) if out.exists() else 0
         return out, n
 
     def rpo_data(self, pairs: Path, n_pairs: int) -> dict:

@@ -95,7 +95,7 @@ def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"bench\.jsonl:2: a bench record needs figures"):
         load_records(str(f))
     f.write_text("not json\n")
-    with pytest.raises(ValueError, match=r"bench\.jsonl:1: not JSON"):
+    with pytest.raises(ValueError, match=r"bench\.jsonl:1: invalid JSON"):
         main([str(f)])
 
 

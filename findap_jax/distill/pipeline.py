@@ -22,7 +22,7 @@ from findap_jax.distill.judge import FAP_KEYS, SCP_KEYS, ask_each
 from findap_jax.distill.pairs import fap_pairs, scp_pair
 from findap_jax.distill.prompts import FAP_JUDGE, SCP_JUDGE, exercise_text, load_exercises, policy_prompt
 from findap_jax.eval.extract import extract_choice
-from findap_jax.files import write_text_atomic
+from findap_jax.files import end_jsonl_cleanly, jsonl_lines, read_jsonl, write_text_atomic
 
 # (prompts, k, exercise seeds) -> k trajectories per prompt
 Sampler = Callable[[list[str], int, list[int]], list[list[str]]]
@@ -40,23 +40,33 @@ def derive_seed(seed: int, *parts) -> int:
 
 
 def _restart(output: Path, progress: Path) -> set[str]:
-    """Finished exercise ids; pairs of unfinished ones are removed from the output."""
+    """Finished exercise ids; pairs of unfinished ones are removed from the output. A line
+    torn by a kill mid-append is dropped from either file (its exercise is unfinished)."""
     done = set()
     if progress.exists():
-        for line in progress.read_text().splitlines():
-            if line.strip():
-                done.add(json.loads(line)["id"])
+        end_jsonl_cleanly(progress)
+        done = {_field(progress, i, rec, "id") for i, rec in jsonl_lines(progress)}
     if output.exists():
-        keep = [ln for ln in output.read_text().splitlines(keepends=True)
-                if ln.strip() and json.loads(ln)["prompt_id"] in done]
-        write_text_atomic(output, "".join(keep))
+        end_jsonl_cleanly(output)
+        keep = [rec for i, rec in jsonl_lines(output) if _field(output, i, rec, "prompt_id") in done]
+        write_text_atomic(output, "".join(_line(r) for r in keep))
     return done
 
 
+def _field(path: Path, i: int, rec, name: str) -> str:
+    if not isinstance(rec, dict) or not isinstance(rec.get(name), str):
+        raise ValueError(f"{path}:{i}: a record without its {name!r}; delete the file to distil again")
+    return rec[name]
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def _append(path: Path, records: list[dict]) -> None:
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(_line(r))
         f.flush()
         os.fsync(f.fileno())
 
@@ -140,7 +150,7 @@ def process_batch(exs: list[dict], sampler: Sampler, judge: Judge, cfg,
 
 
 def summarize(progress: Path) -> dict:
-    rows = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()] if progress.exists() else []
+    rows = read_jsonl(progress) if progress.exists() else []
     out = {"prompts": len(rows)}
     for k in ("samples", "rule_correct", "judge_correct", "judged", "judge_rule_agree",
               "fap_parse_failures", "scp_parse_failures", "fap_pairs", "scp_pairs"):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from findap_jax.files import write_text_atomic
+from findap_jax.files import end_jsonl_cleanly, jsonl_lines
 
 
 def result_file_name(key: str) -> str:
@@ -47,19 +47,16 @@ class GenerationProgress:
         self.path, self.fingerprint = Path(path), fingerprint
         self.done: dict[str, str] = {}
         if self.path.exists():
-            text = self.path.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):   # the torn tail of a killed write: drop it
-                text = text[:text.rfind("\n") + 1]
-                write_text_atomic(self.path, text)
-            for i, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
+            end_jsonl_cleanly(self.path)   # the torn tail of a killed write: dropped
+            try:
+                for i, rec in jsonl_lines(self.path):
+                    if not (isinstance(rec, dict) and isinstance(rec.get("key"), str)
+                            and isinstance(rec.get("text"), str)):
+                        raise ValueError(f"{self.path}:{i}: bad progress record (needs a string "
+                                         "'key' and 'text')")
                     self.done[rec["key"]] = rec["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{self.path}:{i}: bad progress record ({e}); delete the file "
-                                     "to regenerate the task") from None
+            except ValueError as e:
+                raise ValueError(f"{e}; delete the file to regenerate the task") from None
 
     def key(self, prompt_ids, max_new_tokens: int, stop) -> str:
         return row_key(self.fingerprint, prompt_ids, max_new_tokens, stop)

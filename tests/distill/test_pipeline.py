@@ -9,6 +9,7 @@ from findap_jax.config import load_config
 from findap_jax.defaults import distill_config
 from findap_jax.distill.pipeline import distill, exercise_seed
 from findap_jax.distill.prompts import policy_prompt
+from findap_jax.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "Step 1: Discount each cash flow.\nStep 2: Sum them to 95.2.\nSelection: [[{a}]]"
@@ -69,7 +70,7 @@ def scripted_judge(prompts, attempt, seeds=None):
 
 
 def _read(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return read_jsonl(path)
 
 
 def test_scripted_judge_gives_exactly_the_expected_pairs(tmp_path):
@@ -155,6 +156,32 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path):
         distill(part, sampler, scripted_judge, log=lambda *_: None)
         assert sampled == ["4", "5", "6"]                          # only the unfinished exercises
         assert Path(part.output).read_bytes() == Path(full.output).read_bytes()
+
+
+def separator_sampler(prompts, k, seeds):
+    """Trajectories holding raw line separators (json.dumps(ensure_ascii=False) keeps them)."""
+    return [[f"{t}\u2028(seed {s})\x85" for t in _trajectories(p, k)] for p, s in zip(prompts, seeds)]
+
+
+@pytest.mark.parametrize("torn", ["output", "progress"])
+def test_a_torn_write_resumes_to_the_same_file(tmp_path, torn):
+    (tmp_path / "a").mkdir()
+    full = _cfg(tmp_path / "a", n=5, exercises_per_batch=1)
+    distill(full, separator_sampler, scripted_judge, log=lambda *_: None)
+    (tmp_path / "b").mkdir()
+    part = _cfg(tmp_path / "b", n=5, exercises_per_batch=1)
+    distill(part, separator_sampler, scripted_judge, log=lambda *_: None, stop_after=2)
+    pair = json.dumps({"prompt_id": "ex2", "type": "fap", "prompt": "p", "chosen": "\u00e9", "rejected": "r"},
+                      ensure_ascii=False) + "\n"
+    stats = json.dumps({"id": "ex2", "samples": 3}) + "\n"
+    with open(part.output, "ab") as f:          # killed inside a UTF-8 character, or after the pair
+        f.write(pair.encode()[:-6] if torn == "output" else pair.encode())
+    if torn == "progress":
+        with open(part.output + ".progress.jsonl", "ab") as f:
+            f.write(stats.encode()[:-5])
+    assert distill(part, separator_sampler, scripted_judge, log=lambda *_: None)["prompts"] == 5
+    assert Path(part.output).read_bytes() == Path(full.output).read_bytes()
+    assert "\u2028" in Path(full.output).read_text(encoding="utf-8")
 
 
 def test_crash_inside_a_batch_writes_none_of_it(tmp_path):

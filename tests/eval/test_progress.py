@@ -65,10 +65,26 @@ def test_changed_budget_regenerates_every_row(tiny_chat_model, tmp_path, monkeyp
 def test_damaged_progress_line_is_located(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"key": "a", "text": "x"}\nnot json\n{"key": "b", "text": "y"}\n')
-    with pytest.raises(ValueError, match=r"p\.jsonl:2: bad progress record"):
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: invalid JSON.*; delete the file"):
         GenerationProgress(path, "fp")
     path.write_text('{"key": "a", "text": "x"}\n{"key": "b", "te')
     p = GenerationProgress(path, "fp")
     assert p.done == {"a": "x"}
     p.append(["c"], ["z"])                     # the torn tail was cut, so new lines stay whole
     assert GenerationProgress(path, "fp").done == {"a": "x", "c": "z"}
+    path.write_text('{"key": "a", "text": "x"}\n{"key": "b"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: bad progress record .*'text'.*; delete the file"):
+        GenerationProgress(path, "fp")
+
+
+def test_answers_holding_line_separators_resume(tmp_path):
+    """Generated text may hold U+2028, U+2029 or U+0085, which the progress lines keep raw."""
+    path = tmp_path / "p.jsonl"
+    answers = {"a": "x\u2028y", "b": "Z\u00fcrich\x85", "c": "end\u2029"}
+    GenerationProgress(path, "fp").append(list(answers), list(answers.values()))
+    with open(path, "ab") as f:                # killed inside a UTF-8 character of the next line
+        f.write('{"key": "d", "text": "\u00e9'.encode()[:-1])
+    p = GenerationProgress(path, "fp")
+    assert p.done == answers
+    p.append(["d"], ["\u00e9"])
+    assert GenerationProgress(path, "fp").done == answers | {"d": "\u00e9"}
