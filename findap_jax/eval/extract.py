@@ -11,18 +11,21 @@ LETTERS = "ABCDEFGHIJ"
 # restate options before concluding). Cue words match any case; a letter must be upper
 # case unless bracketed ("answer is a bit unclear" is not option A, "answer is (b)" is B).
 _LETTER = r"(?:\(([A-Ja-j])\)|([A-J])(?![\w']))"
-# (`\s*(?:\*+\s*)?`, not `\s*\**\s*`: two adjacent \s* backtrack quadratically on long blanks)
+# Markdown bold may close the cue and open the letter ("**Answer:** **B**"): `_BOLD` allows
+# two runs of asterisks, each followed by blanks (`\*+\s*` twice, not `\s*\**\s*`: two
+# adjacent \s* backtrack quadratically on long blanks)
+_BOLD = r"(?:\*+\s*){0,2}"
 _CHOICE_PATTERNS = (
     r"\[\[\s*([A-Ja-j])\s*\]\]",
-    r"(?i:selection)\s*[:：]\s*(?:\*+\s*)?" + _LETTER,
-    r"(?i:(?:final\s+)?answer\s*(?:is(?:\s*[:：])?|:|：))\s*(?i:option\s*)?(?:\*+\s*)?" + _LETTER,
+    r"(?i:selection)\**\s*[:：]\s*" + _BOLD + _LETTER,
+    r"(?i:(?:final\s+)?answer\s*(?:is(?:\s*[:：])?|:|：))\s*(?i:option\s*)?" + _BOLD + _LETTER,
     r"(?i:option|choice)\s+" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?correct)",
 )
 
 
 def extract_choice(text: str, n_choices: int) -> int | None:
     """Index of the option letter the text settles on: `[[B]]`, `Selection: B`,
-    `answer is B`, or a reply that opens with the letter (`B`, `(B) ...`, `B. ...`)."""
+    `answer is B`, or a reply that opens with the letter (`B`, `(B) ...`, `B. ...`, `**B**`)."""
     if not isinstance(text, str) or n_choices < 1:
         return None
     valid = LETTERS[:n_choices]
@@ -34,9 +37,9 @@ def extract_choice(text: str, n_choices: int) -> int | None:
     # a reply that opens with the letter: "B", "(B)", "B.", "B)" or "B:" (not the article "A ...")
     # ... unless it restates the options ("A. ...\nB. ..."), which is no answer at all
     # (indent is [^\S\n]*: a \s* that may cross line ends is quadratic on long blank runs)
-    if len(set(re.findall(r"(?m)^[^\S\n]*\(?([A-J])[.)]", text))) >= 2:
+    if len(set(re.findall(r"(?m)^[^\S\n]*[*_]*\(?([A-J])[*_]*[.)]", text))) >= 2:
         return None
-    m = re.match(r"\s*\(?([A-J])(?:[.):]|\s*$|\s*\n)", text)
+    m = re.match(r"\s*[*_]*\(?([A-J])(?:\)?[*_]*)(?:[.):]|\s*$|\s*\n)", text)
     if m and m.group(1) in valid:
         return valid.index(m.group(1))
     return None
@@ -57,7 +60,11 @@ def extract_label(text: str, labels: list[str]) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-_NUMBER = re.compile(r"\(?-?[$€£]?\s?-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\)?")
+# a number as written: accounting negatives "(12)" / "(12.3%)", currency, "1.2e3"
+_NUMBER = re.compile(r"\(?-?[$€£]?\s?-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?(?:%(?=\)))?\)?")
+_CUE = re.compile(r"answer\s*(?:is|:|：)", re.IGNORECASE)
+# a cue followed at once by a number ("Answer: 40", "answer is $1,234"), past markdown
+_NUMBER_NEXT = re.compile(r"[\s*_:]*(?:approximately\s+|about\s+|~\s*)?\(?-?[$€£]?\s?-?\.?\d")
 
 
 def parse_number(token: str) -> float | None:
@@ -65,20 +72,33 @@ def parse_number(token: str) -> float | None:
     t = token.strip().replace("\u2212", "-")
     neg = t.startswith("(") and t.endswith(")")
     t = re.sub(r"[()$€£,\s%]", "", t)
-    if t.count("-") > 1:
+    mantissa, exponent = re.fullmatch(r"(.*?)((?:[eE][+-]?\d+)?)", t).groups()
+    if mantissa.count("-") > 1:
         return None
     try:
-        v = float(t)
+        v = float(mantissa + exponent)
     except ValueError:
         return None
     return -v if neg else v
 
 
 def extract_number(text: str) -> float | None:
-    """The answer number: the first number after the last `Answer:`/`answer is`, else the
+    """The answer number: the first number after the answer cue (`answer_scope`), else the
     last number in the text. Percent signs are dropped (answers are in the unit asked for)."""
     tok = extract_number_text(text)
     return None if tok is None else parse_number(tok)
+
+
+def answer_scope(text: str) -> str | None:
+    """The text after the cue that gives the answer: the last `Answer:` / `answer is`
+    followed at once by a number, else the last cue of all ("the answer is approximately
+    40"). So a note after the answer ("Answer: 40\nNote: the answer is rounded to 2
+    places") does not replace it. None without a cue."""
+    cues = [m.end() for m in _CUE.finditer(text)]
+    if not cues:
+        return None
+    direct = [end for end in cues if _NUMBER_NEXT.match(text, end)]
+    return text[(direct or cues)[-1]:]
 
 
 def extract_number_text(text: str) -> str | None:
@@ -87,10 +107,10 @@ def extract_number_text(text: str) -> str | None:
     if not isinstance(text, str):
         return None
     text = text.replace("\u2212", "-")
-    parts = re.split(r"answer\s*(?:is|:|：)", text, flags=re.IGNORECASE)
-    after_cue = len(parts) > 1 and re.search(r"\d", parts[-1]) is not None
-    scope = parts[-1] if after_cue else text
-    numbers = [m.group(0).strip() for m in _NUMBER.finditer(scope) if re.search(r"\d", m.group(0))]
+    scope = answer_scope(text)
+    after_cue = scope is not None and re.search(r"\d", scope) is not None
+    numbers = [m.group(0).strip() for m in _NUMBER.finditer(scope if after_cue else text)
+               if re.search(r"\d", m.group(0))]
     if not numbers:
         return None
     tok = numbers[0] if after_cue else numbers[-1]

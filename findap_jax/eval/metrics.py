@@ -19,10 +19,14 @@ def accuracy(preds: Sequence[int | None], golds: Sequence[int]) -> float:
 
 
 def macro_f1(preds: Sequence[int | None], golds: Sequence[int], n_classes: int) -> float:
-    """Macro-F1 over the gold classes 0..n-1; 'no answer' predictions count against recall."""
+    """Macro-F1 over the classes of 0..n-1 that the golds or predictions hold (as sklearn's
+    default, so a `--limit` subset without some class is not charged a zero for it); 'no
+    answer' predictions count against recall and are no class of their own."""
     from sklearn.metrics import f1_score
-    return float(f1_score(np.asarray(golds), _labels(preds), labels=list(range(n_classes)),
-                          average="macro", zero_division=0))
+    present = sorted(({int(g) for g in golds} | {int(p) for p in preds if p is not None}) & set(range(n_classes)))
+    if not present:
+        return float("nan")
+    return float(f1_score(np.asarray(golds), _labels(preds), labels=present, average="macro", zero_division=0))
 
 
 def mcc(preds: Sequence[int | None], golds: Sequence[int]) -> float:

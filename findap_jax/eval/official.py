@@ -265,6 +265,9 @@ def tatqa_score(pred_answer, pred_scale, gold_answer, gold_scale, answer_type) -
 # --------------------------------------------------------------------------------------
 
 _ANSWER_CUE = re.compile(r"answer\s*[:：]", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer\s*is\b\s*[:：]?", re.IGNORECASE)   # only where no "Answer:" is
+# a number (and its scale word) followed by an explanation in brackets: "12.5% (5 / 40)"
+_NUMBER_THEN_ASIDE = re.compile(r"^([-+$]?\s*\d[\d,]*(?:\.\d+)?\s*(?:%|[A-Za-z]+)?)\s*\([^()]*\)$")
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s+")
 _SCALE_IN_TEXT = (
     ("percent", re.compile(r"\s*(?:%|\bper\s?cents?\b|\bpercent(?:age)?s?\b)", re.IGNORECASE)),
@@ -292,14 +295,16 @@ def _split_scale(span: str) -> tuple:
 
 def parse_tatqa_prediction(text) -> tuple:
     """(answer, scale) from a model generation. Scope: the text after the LAST "Answer:"
-    (first non-empty line of it, unless it is a bullet list), else the last non-empty line.
+    (or, without one, the last "answer is"; first non-empty line of it, unless it is a
+    bullet list), else the last non-empty line. A bracketed aside after a number is dropped.
     Spans split on "|", ";" or newline bullets; more than one span -> list[str]. In spans
     with a digit, a scale word (thousand/million/billion/percent, plural ok) or "%" is
     removed and becomes the scale (the first one found wins). ("", "") when nothing usable."""
     try:
         if not isinstance(text, str) or not text.strip():
             return "", ""
-        cues = list(_ANSWER_CUE.finditer(text))
+        text = text.replace("\u2212", "-")
+        cues = list(_ANSWER_CUE.finditer(text)) or list(_ANSWER_IS.finditer(text))
         scope = text[cues[-1].end():] if cues else text
         lines = [ln for ln in scope.splitlines() if ln.strip()]
         if not lines:
@@ -317,6 +322,7 @@ def parse_tatqa_prediction(text) -> tuple:
         answers = []
         for s in spans:
             s = _clean_span(s)
+            s = _NUMBER_THEN_ASIDE.sub(r"\1", s)
             s, found = _split_scale(s)
             s = _clean_span(s)
             if found and not scale:
@@ -334,7 +340,9 @@ def parse_tatqa_prediction(text) -> tuple:
 # FinQA execution accuracy
 # --------------------------------------------------------------------------------------
 
-_FINQA_NUM = re.compile(r"^\(?([+-]?)\$?\s*((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)\s*(%?)\)?$")
+# sign, "$", sign ("-$12" or "$-12"), digits, exponent, "%"
+_FINQA_NUM = re.compile(r"^\(?([+-]?)\$?\s*([+-]?)((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)"
+                        r"((?:[eE][+-]?\d+)?)\s*(%?)\)?$")
 
 
 def _as_decimal(value):
@@ -348,7 +356,7 @@ def _as_decimal(value):
 
 def _parse_pred(pred):
     """(Decimal value as written, had_percent_sign) or None. Accepts numbers and number
-    strings like "56.2", "-12.4%", "$1,234.5", "(3.2)"; not prose."""
+    strings like "56.2", "-12.4%", "$1,234.5", "$-12", "(3.2)", "1.2e3"; not prose."""
     if isinstance(pred, bool) or pred is None:
         return None
     if isinstance(pred, (int, float, np.integer, np.floating)):
@@ -358,10 +366,14 @@ def _parse_pred(pred):
     m = _FINQA_NUM.match(s)
     if not m:
         return None
-    neg = (m.group(1) == "-") != (s.startswith("(") and s.endswith(")"))
-    body = m.group(2).replace(",", "").removesuffix(".")
+    sign, sign_after, digits, exponent, pct = m.groups()
+    if sign and sign_after:
+        return None
+    neg = "-" in (sign, sign_after)
+    neg = neg != (s.startswith("(") and s.endswith(")"))
+    body = digits.replace(",", "").removesuffix(".") + exponent
     d = _as_decimal(("-" if neg else "") + body)
-    return (d, m.group(3) == "%") if d is not None else None
+    return (d, pct == "%") if d is not None else None
 
 
 def _round_half_up(d: Decimal, places: int) -> Decimal:

@@ -28,11 +28,16 @@ def progress_path(out_dir: str | Path, key: str) -> Path:
 
 
 def model_fingerprint(path: str, dtype: str) -> str:
-    """Path, dtype and modification time of the model files (a model retrained into the
-    same path gets a new fingerprint)."""
+    """Path, dtype, and the size and modification time of every model file (a model retrained
+    or copied over the same path, even in place, gets a new fingerprint; a directory's own
+    mtime does not change when a file in it is overwritten)."""
     p = Path(path)
-    mtime = p.stat().st_mtime_ns if p.exists() else 0
-    return f"{p.resolve() if p.exists() else path}|{dtype}|{mtime}"
+    if not p.exists():
+        return f"{path}|{dtype}|0"
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    stamp = hashlib.sha256("".join(f"{f.relative_to(p) if p.is_dir() else f.name}:{f.stat().st_size}:"
+                                   f"{f.stat().st_mtime_ns}\n" for f in files).encode()).hexdigest()[:16]
+    return f"{p.resolve()}|{dtype}|{stamp}"
 
 
 def row_key(fingerprint: str, prompt_ids: Sequence[int], max_new_tokens: int, stop: Sequence[str]) -> str:

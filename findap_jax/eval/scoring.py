@@ -42,10 +42,20 @@ def extract(task, row: dict, text: str):
         return sorted(parse_entities(text))
     if kind == "tatqa":
         from findap_jax.eval.official import parse_tatqa_prediction
-        return list(parse_tatqa_prediction(text))
+        ans, scale = parse_tatqa_prediction(text)
+        if row.get("answer_type") == "arithmetic" and isinstance(ans, str):
+            # accounting negative with thousands commas, "(1,496.5)": the official number
+            # reader takes only comma-free brackets as negative; an arithmetic gold is a number
+            m = re.fullmatch(r"\(\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?)\s*\)", ans)
+            ans = "-" + m.group(1).replace(",", "") if m else ans
+        return [ans, scale]
     if kind == "finqa":
-        # after the last "Answer:" a yes/no without digits is the answer; else the number
+        # after the last "Answer:" a yes/no that opens it, or comes without digits, is the
+        # answer ("Answer: No, 2019 revenue (5.2) was lower"); else the number
         parts = re.split(r"answer\s*(?:is|:)", (text or "").lower() if isinstance(text, str) else "")
+        opens = re.match(r"[\s*_\"'`]*(yes|no)\b", parts[-1]) if len(parts) > 1 else None
+        if opens:
+            return opens.group(1)
         yn = re.findall(r"\b(yes|no)\b", parts[-1])
         if yn and (len(parts) > 1 or extract_number(text) is None) and not re.search(r"\d", parts[-1]):
             return yn[-1]

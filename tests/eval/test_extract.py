@@ -28,6 +28,13 @@ LABELS = ["negative", "neutral", "positive"]
     ("Selection: [[b]]", 1),
     ("The correct answer is:\nB. Real GDP grows", 1),               # colon after "answer is"
     ("The answer is : **C**", 2),
+    ("**Answer:** **B**", 1),                                        # bold cue and bold letter
+    ("**Final Answer:** **C**", 2),
+    ("**B**", 1),
+    ("**B.** Because the coupon is higher", 1),
+    ("**(B)**", 1),
+    ("**Selection:** **A**", 0),
+    ("**A.** 10.44%\n**B.** 12.47%", None),                          # restated options in bold
 ])
 def test_extract_choice(text, want):
     assert extract_choice(text, 3) == want
@@ -58,6 +65,14 @@ def test_extract_label(text, want):
     ("no figures at all", None),
     ("Answer: unknown", None),
     ("", None),
+    ("Answer: 40\nNote: the answer is rounded to 2 decimal places.", 40.0),   # a later aside
+    ("Answer: 12.5\n(This answer is based on the 2019 and 2020 figures.)", 12.5),
+    ("Answer: Let me think. 3 items, so the final answer is 42", 42.0),   # the cue a number follows
+    ("The answer is approximately 40 units", 40.0),
+    ("Answer: (12.3%)", -12.3),                                     # accounting negative percent
+    ("Answer: 1.2e3", 1200.0),
+    ("Answer: -2.5E-3", -0.0025),
+    ("Answer: $-12", -12.0),
 ])
 def test_extract_number(text, want):
     got = extract_number(text)

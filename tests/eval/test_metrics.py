@@ -14,6 +14,14 @@ def test_accuracy_f1_mcc_count_missing_as_wrong():
     assert M.mcc([0, 0, 0], [0, 1, 2]) == 0.0
 
 
+def test_macro_f1_averages_over_the_classes_present():
+    """A `--limit` subset holding one class: a perfect model scores 1, not 1/3."""
+    assert M.macro_f1([2] * 12, [2] * 12, 3) == 1.0
+    # class 0: P 1, R 1/3 -> F1 1/2; class 1, predicted without gold rows: F1 0; the
+    # no-answer counts against class 0's recall and is no class of its own -> (1/2 + 0) / 2
+    assert M.macro_f1([0, 1, None], [0, 0, 0], 3) == pytest.approx(0.25)
+
+
 def test_entity_f1_partial_span_and_wrong_type_do_not_match():
     gold = [{("Bank of America", "ORG"), ("John Smith", "PER")}]
     pred = [{("Bank of America", "ORG"), ("Smith", "PER"), ("Boston", "LOC")}]

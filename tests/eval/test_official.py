@@ -174,6 +174,10 @@ def test_tatqa_numeric_zero_prediction_is_scored():
     ("Answer:   \n  ", ("", "")),
     (None, ("", "")),
     (12.5, ("", "")),
+    ("The answer is 12.5%.", ("12.5", "percent")),                # no "Answer:": "answer is"
+    ("Answer: 12.5% (calculated as 5 / 40)", ("12.5", "percent")),  # the bracketed aside dropped
+    ("Answer: \u22121,496.5 million", ("-1,496.5", "million")),     # unicode minus
+    ("Answer: (1,496.5) million", ("(1,496.5)", "million")),        # kept: span golds look so
 ])
 def test_parse_tatqa_prediction(text, want):
     assert parse_tatqa_prediction(text) == want

@@ -2,11 +2,12 @@
 missing rows, its outputs equal an uninterrupted run, and stale or damaged progress is
 never silently reused."""
 import json
+import os
 
 import pytest
 
 from findap_jax.cli import main
-from findap_jax.eval.progress import GenerationProgress
+from findap_jax.eval.progress import GenerationProgress, model_fingerprint
 from findap_jax.generation import sampler
 
 CONFIG = "configs/eval/fineval.py"
@@ -88,3 +89,17 @@ def test_answers_holding_line_separators_resume(tmp_path):
     assert p.done == answers
     p.append(["d"], ["\u00e9"])
     assert GenerationProgress(path, "fp").done == answers | {"d": "\u00e9"}
+
+
+def test_fingerprint_changes_when_a_weights_file_is_overwritten_in_place(tmp_path):
+    d = tmp_path / "model"
+    d.mkdir()
+    w = d / "model.safetensors"
+    w.write_bytes(b"a" * 10)
+    os.utime(w, ns=(1, 1_000_000_000))
+    before, dir_mtime = model_fingerprint(str(d), "float32"), d.stat().st_mtime_ns
+    with open(w, "r+b") as f:                  # in place: the directory's own mtime stays
+        f.write(b"b" * 10)
+    assert d.stat().st_mtime_ns == dir_mtime
+    assert model_fingerprint(str(d), "float32") != before
+    assert model_fingerprint(str(d), "bfloat16") != model_fingerprint(str(d), "float32")

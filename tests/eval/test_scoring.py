@@ -29,6 +29,10 @@ def test_tatqa_generation_scored_by_official_rules():
     assert example_score(task, row, extract(task, row, "Change = (a-b)/b.\nAnswer: -22.22%")) == 1.0
     assert example_score(task, row, extract(task, row, "Answer: -22.22 million")) == 0.0
     assert example_score(task, row, extract(task, row, "")) == 0.0
+    neg = {"gold_answer": -1496.5, "scale": "million", "answer_type": "arithmetic"}
+    assert example_score(task, neg, extract(task, neg, "Answer: (1,496.5) million")) == 1.0
+    span = {"gold_answer": ["(2,085)"], "scale": "", "answer_type": "span"}
+    assert extract(task, span, "Answer: (2,085)") == ["(2,085)", ""]
     multi = {"gold_answer": ["2019", "2018"], "scale": "", "answer_type": "multi-span"}
     assert example_score(task, multi, extract(task, multi, "Answer: 2018 | 2019")) == 1.0
 
@@ -44,3 +48,7 @@ def test_finqa_percent_aware_and_yes_no():
     yn = {"exe_ans": "no"}
     assert example_score(task, yn, extract(task, yn, "288 is less than 468. Answer: no")) == 1.0
     assert example_score(task, yn, extract(task, yn, "unclear")) == 0.0
+    assert example_score(task, yn, extract(task, yn, "Answer: No, 2019 revenue (5.2) was lower than 2018 (6.1).")) == 1.0
+    aside = "Answer: 56.2%\nNote: the answer is rounded to 1 decimal place."
+    assert example_score(task, row, extract(task, row, aside)) == 1.0
+    assert example_score(task, {"exe_ans": -12.0}, extract(task, row, "Answer: $-12")) == 1.0
