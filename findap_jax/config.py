@@ -2,7 +2,10 @@
 overrides `--config.a.b=value` (big_vision / absl config_flags convention).
 
 Overrides are parsed by the type of the field they replace; an unknown key is an error
-that lists the closest existing keys. The result is locked so a typo in code fails too.
+that lists the closest existing keys. The defaults' builders return their configs locked
+(`lock_schema`), so a config file's `cfg.data.update(seq_length=...)` typo fails too, and
+the result is locked again after the overrides. Open maps (`OPEN_MAPS`: task specs, rates,
+per-task files) take any key, and a dict given for one replaces it whole.
 """
 from __future__ import annotations
 
@@ -24,6 +27,22 @@ def _flat_keys(cfg, prefix="") -> list[str]:
         if isinstance(v, ml_collections.ConfigDict):
             out += _flat_keys(v, key + ".")
     return out
+
+
+# ConfigDict fields keyed by user names (task specs, mixture rates, per-task files)
+OPEN_MAPS = ("tasks", "rates", "files")
+
+
+def lock_schema(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Lock `cfg` (no new keys anywhere) except inside its open maps; returns it."""
+    cfg.lock()
+
+    def open_maps(node):
+        for k, v in node.items():
+            if isinstance(v, ml_collections.ConfigDict):
+                v.unlock() if k in OPEN_MAPS else open_maps(v)
+    open_maps(cfg)
+    return cfg
 
 
 def load_module_config(spec: str) -> ml_collections.ConfigDict:
@@ -52,7 +71,17 @@ def parse_value(text: str, current):
             return False
         raise ValueError(f"expected a boolean, got {text!r}")
     if isinstance(current, int) and not isinstance(current, bool):
-        return int(float(text)) if text.replace(".", "", 1).lstrip("-").isdigit() else int(text)
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            v = float(text)   # "1e4", "512.0"
+        except ValueError:
+            v = None
+        if v is None or not v.is_integer() or abs(v) >= 2 ** 53:
+            raise ValueError(f"expected an integer, got {text!r}")
+        return int(v)
     if isinstance(current, float):
         return float(text)
     if isinstance(current, str):
@@ -69,6 +98,9 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts):
+        if i == len(parts) - 1 and i > 0 and parts[i - 1] in OPEN_MAPS and part not in node:
+            with node.unlocked():   # a new entry of an open map ("data.rates.my_task=0.5")
+                node[part] = None
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             full = ".".join(parts[:i + 1])
             near = difflib.get_close_matches(full, _flat_keys(cfg), n=3, cutoff=0.6)
@@ -84,7 +116,11 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
         raise ValueError(f"config key '{key}': {e}") from None
     try:
         with node.unlocked():
-            if isinstance(current, ml_collections.ConfigDict):
+            if isinstance(current, ml_collections.ConfigDict) and leaf in OPEN_MAPS:
+                if not isinstance(value, dict):
+                    raise TypeError(f"expected a dict like {current.to_dict()}")
+                node[leaf] = ml_collections.ConfigDict(value)   # replaced whole, not merged
+            elif isinstance(current, ml_collections.ConfigDict):
                 if not isinstance(value, dict):
                     raise TypeError(f"expected a dict like {current.to_dict()}")
                 unknown = set(value) - set(current.keys())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from findap_jax.config import lock_schema
+
 
 def model_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
@@ -101,8 +103,11 @@ def experiment_config(**sections) -> ml_collections.ConfigDict:
         # FinEval tasks run on the live model every `every` steps (0 = never); results go to
         # workdir/eval/step_N/ and TensorBoard
         eval=eval_tasks_config(every=0, tasks="fpb", limit=100)))
+    lock_schema(cfg)
     for name, values in sections.items():
-        cfg[name].update(values)
+        if name not in cfg:
+            raise KeyError(f"experiment_config: unknown section {name!r}; known {sorted(cfg)}")
+        cfg[name].update(values)   # locked: an unknown key is an error naming its near matches
     return cfg
 
 
@@ -124,7 +129,7 @@ def eval_tasks_config(**overrides) -> ml_collections.ConfigDict:
         judge="",                 # judge mode ("financebench:judge"): the grading model, any
                                   # load_pretrained path ("" = the evaluated model itself)
     ))
-    cfg.update(overrides)
+    cfg.update(overrides)   # may add keys (the trainer's `every`): the builders that use it lock
     return cfg
 
 
@@ -139,12 +144,12 @@ def eval_config() -> ml_collections.ConfigDict:
         compare="",               # comma list of other eval dirs to chart against this one
         mesh=dict(data=1, fsdp=-1, tensor=1),
     ))
-    return cfg
+    return lock_schema(cfg)
 
 
 def distill_config() -> ml_collections.ConfigDict:
     """`findap-jax distill`: GenRM preference distillation (FAP + SCP) on CFA-style exercises."""
-    return ml_collections.ConfigDict(dict(
+    return lock_schema(ml_collections.ConfigDict(dict(
         policy="smollm2",         # the model that writes trajectories (any load_pretrained path)
         judge="",                 # the generative reward model ("" = the policy itself)
         dtype="float32",
@@ -164,4 +169,4 @@ def distill_config() -> ml_collections.ConfigDict:
         scp=True,                 # also ask for stepwise corrections of wrong trajectories (SCP pairs)
         batch_size=16,            # judge prompts per generation batch
         exercises_per_batch=4,    # exercises sampled together (decode batch = this x k) and judged together
-    ))
+    )))

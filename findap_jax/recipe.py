@@ -19,6 +19,7 @@ from pathlib import Path
 import ml_collections
 
 from findap_jax import defaults
+from findap_jax.config import lock_schema
 from findap_jax.files import read_json, read_jsonl, write_text_atomic
 
 TRAIN_STAGES = ("cpt_it", "cpt_it_2")
@@ -51,7 +52,7 @@ def recipe_config() -> ml_collections.ConfigDict:
     ))
     for name in TRAIN_STAGES + ("rpo",):
         cfg[name].eval.every = 0      # the recipe evaluates between stages
-    return cfg
+    return lock_schema(cfg)
 
 
 def _stages(cfg) -> list[str]:

@@ -6,6 +6,7 @@ of batches taken; restoring rebuilds the dataset and skips that many batches.
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
 import jax
@@ -17,6 +18,9 @@ from findap_jax.data.registry import PREFIX, default_specs, register_all
 from findap_jax.data.tasks import TaskSpec, TaskStats, register_mixture
 
 
+SPLITS = ("train", "validation", "test")
+
+
 def task_specs(data_cfg) -> dict[str, TaskSpec]:
     specs = default_specs(data_cfg.data_dir) if data_cfg.data_dir else default_specs()
     for name, entry in dict(data_cfg.tasks).items():
@@ -26,6 +30,12 @@ def task_specs(data_cfg) -> dict[str, TaskSpec]:
             raise ValueError(f"data.tasks.{name}: a new task needs a 'kind'")
         if not entry:
             raise ValueError(f"data.tasks.{name}: give file patterns per split (train=..., validation=...)")
+        odd = sorted(set(entry) - set(SPLITS))
+        if odd:
+            near = {k: difflib.get_close_matches(k, SPLITS, n=1) for k in odd}
+            hints = "".join(f"; {k!r}: did you mean {v[0]!r}?" for k, v in near.items() if v)
+            raise ValueError(f"data.tasks.{name}: unknown key(s) {odd}; a task entry takes 'kind' and "
+                             f"the splits {', '.join(SPLITS)}{hints}")
         specs[name] = TaskSpec(kind, entry)
     return specs
 
