@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +135,14 @@ def to_hf_tensors(model: Llama, dtype=None) -> dict[str, np.ndarray]:
     return out
 
 
+_WEIGHT_FILE = r"model(?:-\d{5}-of-\d{5})?\.safetensors"   # the files save_hf writes
+
+
 def save_hf(model: Llama, dst: str | os.PathLike, *, tokenizer=None, dtype=None,
             max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write an HF directory transformers can load: config.json, safetensors (sharded
-    above `max_shard_bytes`), and the tokenizer files when a tokenizer is given."""
+    above `max_shard_bytes`), and the tokenizer files when a tokenizer is given. Weights of
+    an earlier export into `dst` (its shards and index) are removed, so none outlive it."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_tensors(model, dtype)
@@ -152,17 +157,26 @@ def save_hf(model: Llama, dst: str | os.PathLike, *, tokenizer=None, dtype=None,
             size = 0
         shards[-1][name] = tensors[name]
         size += nb
+    # a previous export's weights would outlive this one: its index is what loaders read first
+    stale = [f for f in dst.glob("model*.safetensors") if re.fullmatch(_WEIGHT_FILE, f.name)]
+    (dst / "model.safetensors.index.json").unlink(missing_ok=True)
+    written = set()
     if len(shards) == 1:
         st.save_file(shards[0], dst / "model.safetensors")
+        written.add("model.safetensors")
     else:
         weight_map = {}
         for i, shard in enumerate(shards):
             fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
             st.save_file(shard, dst / fname)
+            written.add(fname)
             weight_map.update({k: fname for k in shard})
         total = sum(a.nbytes for a in tensors.values())
         (dst / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    for f in stale:
+        if f.name not in written:
+            f.unlink()
     (dst / "config.json").write_text(json.dumps(hf_cfg, indent=2))
     if tokenizer is not None:
         tokenizer.save(dst)

@@ -49,6 +49,21 @@ def test_sharded_export_reloads(tmp_path):
     np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(again(ids)))
 
 
+def test_export_over_an_earlier_one_leaves_none_of_its_weights(tmp_path):
+    save_random_hf_llama(tmp_path / "a", "gqa_untied")
+    save_random_hf_llama(tmp_path / "b", "gqa_untied", seed=1)
+    a, b = load_hf(tmp_path / "a"), load_hf(tmp_path / "b")
+    ids = np.arange(12)[None]
+    save_hf(a, tmp_path / "dst", max_shard_bytes=20_000)            # sharded, with an index
+    (tmp_path / "dst" / "notes.txt").write_text("mine")
+    save_hf(b, tmp_path / "dst")                                     # one file over it
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    np.testing.assert_array_equal(np.asarray(load_hf(tmp_path / "dst")(ids)), np.asarray(b(ids)))
+    save_hf(a, tmp_path / "dst", max_shard_bytes=20_000)            # and sharded again over that
+    assert not (tmp_path / "dst" / "model.safetensors").exists()
+    np.testing.assert_array_equal(np.asarray(load_hf(tmp_path / "dst")(ids)), np.asarray(a(ids)))
+
+
 def test_missing_config_json(tmp_path):
     save_random_hf_llama(tmp_path)
     (tmp_path / "config.json").unlink()
