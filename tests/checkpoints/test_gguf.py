@@ -72,3 +72,72 @@ def test_unknown_architecture_is_a_clear_error(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match=r"falcon\.gguf: general\.architecture='falcon' is not supported"):
         load_gguf(path)
+
+
+_GGUF_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+               "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down"}
+
+
+def _write_gguf_like_llamacpp(model, path, rope_freqs=None):
+    """A tiny transformers Llama written as llama.cpp's converter would: its tensor names, Q/K
+    rows permuted, and Llama-3 rope scaling only as the `rope_freqs` divisor table."""
+    import gguf
+
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(c.num_hidden_layers)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_dimension_count(c.head_dim)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_vocab_size(c.vocab_size)
+    if rope_freqs is not None:
+        w.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
+    for name, p in model.state_dict().items():
+        a = p.float().numpy()
+        if name == "model.embed_tokens.weight":
+            w.add_tensor("token_embd.weight", a)
+        elif name == "model.norm.weight":
+            w.add_tensor("output_norm.weight", a)
+        elif name == "lm_head.weight":
+            w.add_tensor("output.weight", a)
+        elif name.startswith("model.layers."):
+            _, _, i, rest = name.split(".", 3)
+            module = rest.removesuffix(".weight")
+            if module == "self_attn.q_proj":
+                a = _llamacpp_permute(a, c.num_attention_heads)
+            elif module == "self_attn.k_proj":
+                a = _llamacpp_permute(a, c.num_key_value_heads)
+            w.add_tensor(f"blk.{i}.{_GGUF_LAYER[module]}.weight", np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_llama3_rope_scaling_from_rope_freqs_matches_transformers(tmp_path):
+    """Llama-3.1/3.2 GGUFs carry rope scaling only in `rope_freqs.weight`: the divisors of
+    the base frequencies. Computed here from transformers' own scaled frequencies."""
+    from tests.helpers import save_random_hf_llama, torch_logits
+
+    ref = save_random_hf_llama(tmp_path / "hf", "llama3_rope")
+    d, theta = ref.config.head_dim, ref.config.rope_parameters["rope_theta"]
+    base = 1.0 / theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    divisors = base / ref.model.rotary_emb.inv_freq.double().numpy()
+    assert divisors.max() > 1.5                       # the variant's scaling is in play
+    ids = np.arange(40)[None] % 97
+    model = load_gguf(_write_gguf_like_llamacpp(ref, tmp_path / "scaled.gguf", divisors))
+    assert model.cfg.rope_scaling["factor"] == pytest.approx(8.0)
+    np.testing.assert_allclose(np.asarray(model(ids)), torch_logits(ref, ids), atol=1e-4)
+    plain = load_gguf(_write_gguf_like_llamacpp(ref, tmp_path / "plain.gguf"))   # the old behaviour
+    assert plain.cfg.rope_scaling is None
+    assert np.abs(np.asarray(plain(ids)) - torch_logits(ref, ids)).max() > 1e-3
+    with pytest.raises(ValueError, match=r"bad\.gguf: tensor rope_freqs\.weight: the rope frequency divisors"):
+        load_gguf(_write_gguf_like_llamacpp(ref, tmp_path / "bad.gguf", np.linspace(1, 8, d // 2)))
