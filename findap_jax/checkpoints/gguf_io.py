@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,17 @@ def _llama3_scaling(table: np.ndarray, theta: float, head_dim: int, where: str) 
                      "Llama-3 (\"llama3\") rope scaling; load the model's HF checkpoint instead")
 
 
+def open_gguf(path: str | os.PathLike):
+    """A `gguf.GGUFReader` of `path`; a file that is not a whole GGUF is an error naming it
+    (gguf's own errors, e.g. an IndexError for a cut header, do not)."""
+    import gguf
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, IndexError, KeyError, OSError, struct.error) as e:
+        raise ValueError(f"{path}: not a readable GGUF file (truncated or damaged?): "
+                         f"{type(e).__name__}: {e}") from None
+
+
 def read_gguf_config(reader, path) -> LlamaConfig:
     f = reader.fields
 
@@ -97,8 +109,13 @@ def read_gguf_config(reader, path) -> LlamaConfig:
     hidden = int(get(p + "embedding_length"))
     tensor_names = {t.name for t in reader.tensors}
     vocab = get(p + "vocab_size")
-    if vocab is None:
-        vocab = len(get("tokenizer.ggml.tokens", []))
+    if vocab is None and "tokenizer.ggml.tokens" in f:
+        vocab = len(get("tokenizer.ggml.tokens"))
+    if vocab is None:   # the embedding's rows (gguf lists dimensions innermost first)
+        emb = [t for t in reader.tensors if t.name == "token_embd.weight"]
+        if not emb:
+            raise ValueError(f"{path}: no {p}vocab_size, tokenizer.ggml.tokens or token_embd.weight")
+        vocab = int(emb[0].shape[-1])
     if get(p + "rope.scaling.type") not in (None, "none"):
         raise ValueError(f"{path}: rope scaling {get(p + 'rope.scaling.type')!r} is not supported")
     head_dim = get(p + "rope.dimension_count") or hidden // heads
@@ -124,7 +141,7 @@ def load_gguf(path: str | os.PathLike, reader=None, **build_kw) -> Llama:
     import gguf
 
     path = Path(path)
-    reader = reader or gguf.GGUFReader(str(path))
+    reader = reader or open_gguf(path)
     cfg = read_gguf_config(reader, path)
     tensors = {}
     for t in reader.tensors:
@@ -142,11 +159,16 @@ def load_gguf(path: str | os.PathLike, reader=None, **build_kw) -> Llama:
         except NotImplementedError as e:
             raise ValueError(f"{path}: tensor {t.name} has quantization {t.tensor_type.name}, "
                              f"which gguf cannot dequantize: {e}") from None
-        w = np.asarray(w, np.float32).reshape(tuple(int(x) for x in reversed(t.shape)))
-        if name.endswith("q_proj.weight"):
-            w = unpermute_rotary(w, cfg.num_heads)
-        elif name.endswith("k_proj.weight"):
-            w = unpermute_rotary(w, cfg.num_kv_heads)
+        shape = tuple(int(x) for x in reversed(t.shape))
+        if w.size != int(np.prod(shape)):
+            raise ValueError(f"{path}: tensor {t.name}: {w.size} values for shape {shape} (file truncated?)")
+        w = np.asarray(w, np.float32).reshape(shape)
+        heads = {"q_proj": cfg.num_heads, "k_proj": cfg.num_kv_heads}.get(name.split(".")[-2])
+        if heads is not None:
+            if w.shape[0] != heads * cfg.head_dim:
+                raise ValueError(f"{path}: tensor {t.name} has shape {w.shape}; {heads} heads of "
+                                 f"{cfg.head_dim} need {heads * cfg.head_dim} rows")
+            w = unpermute_rotary(w, heads)
         tensors[name] = (w, f"{path}:{t.name}")
     arrays = hf_tensors_to_arrays(cfg, tensors, str(path))
     return build_model(cfg, arrays, source=str(path), **build_kw)

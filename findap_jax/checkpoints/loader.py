@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from findap_jax.checkpoints.gguf_io import load_gguf
+from findap_jax.checkpoints.gguf_io import load_gguf, open_gguf
 from findap_jax.checkpoints.hf import load_hf, save_hf
 from findap_jax.checkpoints.orbax_io import is_orbax_export, load_orbax, save_orbax
 from findap_jax.data.tokenizer import Tokenizer
@@ -52,8 +52,7 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=Non
     param_dtype = as_dtype(param_dtype) or dtype
     kw = dict(dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat, attention=attention)
     if path.is_file() and path.suffix == ".gguf":
-        import gguf
-        reader = gguf.GGUFReader(str(path))
+        reader = open_gguf(path)
         return load_gguf(path, reader=reader, **kw), Tokenizer.from_gguf(path, reader, chat_format)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or directory")

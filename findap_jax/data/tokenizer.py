@@ -199,21 +199,29 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, reader=None, chat_format: str | None = None) -> "Tokenizer":
-        import gguf
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
-        reader = reader or gguf.GGUFReader(str(path))
+        if reader is None:
+            from findap_jax.checkpoints.gguf_io import open_gguf
+            reader = open_gguf(path)
         f = reader.fields
 
         def get(key, default=None):
             return f[key].contents() if key in f else default
 
         model = get("tokenizer.ggml.model")
+        if model is None:
+            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.model is missing (no tokenizer to build)")
         if model != "gpt2":
             raise ValueError(f"{path}: tokenizer.ggml.model={model!r} is not supported "
                              "(only BPE 'gpt2' tokenizers are built from GGUF)")
         tokens, types = get("tokenizer.ggml.tokens"), get("tokenizer.ggml.token_type")
+        for key, value in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.token_type", types)):
+            if value is None:
+                raise ValueError(f"{path}: GGUF metadata {key} is missing (no tokenizer to build)")
+        if len(types) != len(tokens):
+            raise ValueError(f"{path}: {len(tokens)} tokenizer.ggml.tokens but {len(types)} token types")
         merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
         bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
                          fuse_unk=False, ignore_merges=False)

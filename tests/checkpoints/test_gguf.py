@@ -141,3 +141,19 @@ def test_llama3_rope_scaling_from_rope_freqs_matches_transformers(tmp_path):
     assert np.abs(np.asarray(plain(ids)) - torch_logits(ref, ids)).max() > 1e-3
     with pytest.raises(ValueError, match=r"bad\.gguf: tensor rope_freqs\.weight: the rope frequency divisors"):
         load_gguf(_write_gguf_like_llamacpp(ref, tmp_path / "bad.gguf", np.linspace(1, 8, d // 2)))
+
+
+def test_damaged_gguf_files_are_errors_naming_the_file(tmp_path):
+    from findap_jax.checkpoints.loader import load_pretrained
+    from findap_jax.data.tokenizer import Tokenizer
+    from tests.helpers import save_random_hf_llama
+
+    good = _write_gguf_like_llamacpp(save_random_hf_llama(tmp_path / "hf", "gqa_untied"), tmp_path / "good.gguf")
+    assert load_gguf(good).cfg.vocab_size == 97            # from llama.vocab_size
+    data = good.read_bytes()
+    for name, cut in (("tail.gguf", data[:-500]), ("head.gguf", data[:200]), ("text.gguf", b"not a gguf" * 20)):
+        (tmp_path / name).write_bytes(cut)
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: not a readable GGUF file"):
+            load_pretrained(tmp_path / name)
+    with pytest.raises(ValueError, match=r"good\.gguf: GGUF metadata tokenizer\.ggml\.model is missing"):
+        Tokenizer.from_gguf(good)
