@@ -211,6 +211,7 @@ class Trainer:
                                out_shardings=(self.state_shardings, None), donate_argnums=0)
         self.graphdef, self.rest = graphdef, rest
         self.data = make_iterator(cfg.data, "train")
+        self.early_stop = dict(best=None, bad_evals=0, stopped=False)   # saved with checkpoints
         self.ckpt = Checkpointer(self.workdir, keep=cfg.run.keep, async_save=cfg.run.async_checkpoint,
                                  log=log)
         self.flops_per_token = train_flops_per_token(self.model.cfg, cfg.data.seq_len)
@@ -235,8 +236,14 @@ class Trainer:
             return 0
         self.state, data_state = self.ckpt.restore(step, abstract_like(self.state))
         self.data.restore(data_state)
+        self.early_stop = dict(data_state.get("early_stop", self.early_stop))
         self.log(f"resumed from step {step} ({self.ckpt.dir / str(step)})")
         return step
+
+    def _data_state(self) -> dict:
+        """What a checkpoint keeps besides the train state: the input position and the early
+        stopping record, so a resumed run stops (or goes on) as the uninterrupted one would."""
+        return {**self.data.state(), "early_stop": dict(self.early_stop)}
 
     def _global_batch(self, batch):
         sharding = batch_sharding(self.mesh)
@@ -346,11 +353,13 @@ class Trainer:
         self._trim_metrics(start)
         writer = _log_writer(self.workdir)
         history: list[dict] = []
-        best, bad_evals, nonfinite = math.inf, 0, 0
+        nonfinite = 0
         peak = peak_flops_per_device() * jax.device_count()
         step = start
+        if self.early_stop["stopped"]:
+            self.log(f"early-stopped at step {step} already: not training further")
         with jax.set_mesh(self.mesh):
-            while step < tc.steps:
+            while step < tc.steps and not self.early_stop["stopped"]:
                 if stop.agreed():
                     preempted = True
                     self.log(f"SIGTERM: stopping at step {step} of {tc.steps} to save a checkpoint")
@@ -385,30 +394,16 @@ class Trainer:
                                mfu=computed * self.flops_per_token / dt / peak)
                 if self.cfg.eval.every and step % self.cfg.eval.every == 0:
                     metrics.update(self.eval_tasks(step, writer))
+                if run.eval_every and step % run.eval_every == 0:
+                    self._dev_eval(step, metrics, writer)
                 history.append(metrics)
                 self._append_metrics(metrics)
                 if step % run.log_every == 0 or step == tc.steps:
                     self._log(metrics, writer)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
-                    self.ckpt.save(step, self.state, self.data.state())
-                if run.eval_every and step % run.eval_every == 0:
-                    dev = self.eval_loss()
-                    if dev is not None:
-                        metrics["dev_loss"] = dev
-                        self.log(f"step {step}: dev loss {dev:.4f}")
-                        if writer is not None:
-                            import tensorflow as tf
-                            with writer.as_default():
-                                tf.summary.scalar("dev/loss", dev, step=step)
-                        if dev < best - 1e-6:
-                            best, bad_evals = dev, 0
-                        else:
-                            bad_evals += 1
-                            if run.patience and bad_evals >= run.patience:
-                                self.log(f"early stop at step {step}: dev loss stopped falling")
-                                break
+                    self.ckpt.save(step, self.state, self._data_state())
         if self.ckpt.latest_step() != step:
-            self.ckpt.save(step, self.state, self.data.state(), force=True)
+            self.ckpt.save(step, self.state, self._data_state(), force=True)
         self.ckpt.close()   # waits for async saves: the checkpoint is complete on return
         if preempted:
             self.log(f"SIGTERM: checkpoint of step {step} saved in {self.ckpt.dir / str(step)}; "
@@ -417,6 +412,27 @@ class Trainer:
         if run.export_final:
             self.export(self.workdir / "final")
         return history
+
+    def _dev_eval(self, step: int, metrics: dict, writer) -> None:
+        """Dev loss into this step's metrics; early stopping after `run.patience` evals
+        without a new best."""
+        dev = self.eval_loss()
+        if dev is None:
+            return
+        metrics["dev_loss"] = dev
+        self.log(f"step {step}: dev loss {dev:.4f}")
+        if writer is not None:
+            import tensorflow as tf
+            with writer.as_default():
+                tf.summary.scalar("dev/loss", dev, step=step)
+        es = self.early_stop
+        if es["best"] is None or dev < es["best"] - 1e-6:
+            es.update(best=dev, bad_evals=0)
+        else:
+            es["bad_evals"] += 1
+            if self.cfg.run.patience and es["bad_evals"] >= self.cfg.run.patience:
+                es["stopped"] = True
+                self.log(f"early stop at step {step}: dev loss stopped falling")
 
     def export(self, dst: Path) -> Path:
         model = merge_model(self.graphdef, self.state.params, self.rest)

@@ -38,6 +38,23 @@ def test_sft_lowers_dev_loss(tiny_model, tmp_path):
     assert len(history) == 25 and after < before - 0.3, (before, after)
 
 
+def test_early_stop_is_logged_saved_and_kept_on_rerun(tiny_model, tmp_path):
+    """lr 0: the dev loss never improves, so patience 1 stops at the second eval (step 4).
+    Its dev losses reach metrics.jsonl, and a rerun of the same command trains no further."""
+    cfg = _cfg("configs/sft.py", tiny_model, **{"data.seq_len": "128", "data.batch_size": "8", "train.steps": "10",
+                                               "train.lr": "0.0", "run.eval_every": "2", "run.eval_batches": "1",
+                                               "run.patience": "1", "run.checkpoint_every": "3"})
+    logs = []
+    assert [m["step"] for m in Trainer(cfg, tmp_path, log=logs.append).run()] == [1, 2, 3, 4]
+    assert any("early stop at step 4" in m for m in logs)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "dev_loss" in m] == [2, 4]
+    logs.clear()
+    assert Trainer(cfg, tmp_path, log=logs.append).run() == []
+    assert any("early-stopped at step 4 already" in m for m in logs)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+
+
 def test_periodic_fineval_during_training(tiny_model, tmp_path):
     cfg = _cfg("configs/sft.py", tiny_model, **{"train.steps": "4", "eval.every": "2", "eval.tasks": "fpb",
                                                "eval.limit": "4"})
