@@ -136,13 +136,20 @@ def mixture_report(data_cfg, all_tasks: bool = False) -> dict | None:
     import seqio
 
     from findap_jax.data.pipeline import resolve_name, task_specs
-    from findap_jax.data.registry import PREFIX
+    from findap_jax.data.registry import COMPOSITE_TASKS, PREFIX
     c = data_cfg.contamination
     if not c.eval_tasks:
         return None
     specs = task_specs(data_cfg)
     if not all_tasks:
         mix = seqio.get_mixture_or_task(resolve_name(data_cfg.mixture))
-        used = {t.name.removeprefix(PREFIX) for t in getattr(mix, "tasks", [mix])}
+        used = set()
+        for t in getattr(mix, "tasks", [mix]):
+            name = t.name.removeprefix(PREFIX)
+            used.update(COMPOSITE_TASKS.get(name, (name,)))
+        unread = sorted(used - set(specs))
+        if unread:   # a task whose files the check cannot see would pass it unread
+            raise ValueError(f"data.contamination: mixture {data_cfg.mixture!r} uses task(s) {unread} "
+                             "with no file spec to check")
         specs = {k: v for k, v in specs.items() if k in used}
     return overlap(specs, eval_rows_for(c.eval_tasks), n=c.n)

@@ -75,6 +75,10 @@ def register_all(tokenizer, length: int, specs: Mapping[str, TaskSpec] | None = 
     return stats
 
 
+# tasks registered over other tasks' files: what they read (the contamination check's view)
+COMPOSITE_TASKS = {"joint_downsample": ("finance_it", "general_it", "finance_cpt", "general_cpt")}
+
+
 def _register_downsample(specs, rates, tokenizer, length, on_error, seed) -> TaskStats:
     """CPT examples (finance/general by the configured shares, shuffled with `seed`) cut to
     the number of IT examples, concatenated with IT; seqio shuffles the union."""

@@ -41,3 +41,25 @@ def test_a_leaked_sentence_and_a_leaked_tweet_are_found(tmp_path):
     with pytest.raises(ValueError, match=r"contamination: training task leaky_it shares \d+ of 985 rows of eval task fpb"):
         check(report, max_share=0.0)
     check(report, max_share=0.01)   # under a deliberate threshold
+
+
+@pytest.mark.parametrize("mixture", ["findap_joint", "findap_joint_downsample"])
+def test_the_mixture_check_reads_the_tasks_under_a_composite_task(tmp_path, mixture):
+    """joint_downsample is one task over the four joint tasks' files: its check reads them."""
+    from findap_jax import defaults
+    from findap_jax.data.contamination import mixture_report
+    from findap_jax.data.pipeline import register
+    from findap_jax.data.tokenizer import Tokenizer
+    from tests.helpers import save_tiny_tokenizer
+
+    fpb = load_rows(get_task("fpb"))[10]
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(json.dumps({"prompt": fpb["text"], "response": "neutral"}) + "\n")
+    cfg = defaults.data_config()
+    cfg.update(mixture=mixture, tasks={"finance_it": {"train": str(leak)}})
+    cfg.contamination.eval_tasks = "fpb"
+    register(cfg, Tokenizer.from_dir(save_tiny_tokenizer(tmp_path / "tok")))
+    report = mixture_report(cfg)
+    assert set(report) == {"finance_it", "general_it", "finance_cpt", "general_cpt"}
+    with pytest.raises(ValueError, match=r"training task finance_it shares 1 of 985 rows of eval task fpb"):
+        check(report, max_share=0.0)
