@@ -61,8 +61,14 @@ class ChatFormat:
                                  "pass chat_format='llama3' to use the Llama-3 template")
             return cls("llama3", bos=bos)
         if "<|im_start|>" in template and "<|im_end|>" in template:
-            m = re.search(r"<\|im_start\|>system\\?\n(.*?)<\|im_end\|>", template, re.S)
-            default = m.group(1) if m and "{{" not in m.group(1) and "+" not in m.group(1) else None
+            # the default system turn: the first literal one (Qwen-style sources write the
+            # newline as a "\\n" escape; the turn built from the caller's system message has
+            # a "+" or "{{" in it)
+            default = None
+            for m in re.finditer(r"<\|im_start\|>system(?:\\n|\n)(.*?)<\|im_end\|>", template, re.S):
+                if "{{" not in m.group(1) and "+" not in m.group(1):
+                    default = m.group(1).replace("\\n", "\n").replace("\\'", "'")
+                    break
             return cls("chatml", default_system=default)
         raise ValueError(f"{source}: unrecognised chat template (supported: Llama-3, ChatML); "
                          "pass chat_format= explicitly")

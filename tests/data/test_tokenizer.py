@@ -61,6 +61,26 @@ def test_unrecognised_template_is_an_error():
         ChatFormat.from_jinja("{{ messages }}")
 
 
+# Qwen2.5's template writes newlines as "\n" escapes inside its Jinja string literals and
+# builds a system turn from the caller's message before its literal default one
+QWEN_STYLE = ("{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+              "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, a helpful assistant.<|im_end|>\\n' }}"
+              "{%- endif %}{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+              "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}"
+              "{%- endfor %}")
+
+
+@pytest.mark.parametrize("system", [False, True])
+def test_escaped_newline_template_keeps_its_default_system_turn(system):
+    import jinja2
+
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    msgs = [{"role": "system", "content": "Be brief."}] * system + msgs
+    fmt = ChatFormat.from_jinja(QWEN_STYLE)
+    assert fmt.default_system == "You are Qwen, a helpful assistant."
+    assert fmt.render(msgs) == jinja2.Environment().from_string(QWEN_STYLE).render(messages=msgs)
+
+
 def test_save_and_reload_keeps_encoding_and_chat(tmp_path):
     tok = Tokenizer.from_dir(save_tiny_tokenizer(tmp_path / "a", "llama3"))
     tok.save(tmp_path / "b")
