@@ -7,11 +7,13 @@ of batches taken; restoring rebuilds the dataset and skips that many batches.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from findap_jax.data.features import LMFeatureConverter, PreferenceFeatureConverter
 from findap_jax.data.registry import PREFIX, default_specs, register_all
@@ -110,7 +112,13 @@ class DataIterator:
 
     def __next__(self) -> dict[str, np.ndarray]:
         self._ensure()
-        batch = next(self._it)
+        try:
+            batch = next(self._it)
+        except tf.errors.OpError as e:   # our readers' errors, raised inside tf.data's generators
+            m = re.search(r"\b(?:ValueError|RecordError|FileNotFoundError): (.+)", e.message)
+            if m is None:
+                raise
+            raise ValueError(m.group(1).strip()) from None
         self._consumed += 1
         return batch
 

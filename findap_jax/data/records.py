@@ -39,7 +39,8 @@ class SkipCounter:
 
 
 def expand(patterns: str | Sequence[str]) -> list[str]:
-    """Sorted files matching glob pattern(s); a pattern matching nothing is an error.
+    """Sorted files matching glob pattern(s), each file once; a pattern matching no file is
+    an error.
     `tfds:NAME[:VERSION][@DATA_DIR]` entries name a prepared TFDS dataset and pass through."""
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -48,10 +49,14 @@ def expand(patterns: str | Sequence[str]) -> list[str]:
         if p.startswith("tfds:"):
             files.append(p)
             continue
-        hits = sorted(glob.glob(os.path.expanduser(p), recursive=True))
+        path = os.path.expanduser(p)
+        if os.path.isfile(path):   # a name, even one with glob characters ("train[1].jsonl")
+            hits = [path]
+        else:
+            hits = [h for h in sorted(glob.glob(path, recursive=True)) if os.path.isfile(h)]
         if not hits:
-            raise FileNotFoundError(f"{p}: no files match")
-        files += [h for h in hits if os.path.isfile(h)]
+            raise FileNotFoundError(f"{p}: no files match" + (" (only directories)" if glob.glob(path) else ""))
+        files += [h for h in hits if h not in files]   # overlapping patterns read a file once
     return files
 
 

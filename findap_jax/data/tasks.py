@@ -71,6 +71,7 @@ def iter_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: 
         raise ValueError(f"split {split!r} not available (have {sorted(spec.files)})")
     stats = stats if stats is not None else TaskStats()
     kind = "chat" if spec.kind == "chat" else spec.kind
+    yielded = 0
     for where, rec in read_records(spec.files[split], kind, on_error, stats.skipped, split=split):
         stats.records += 1
         if spec.kind == "cpt":
@@ -90,7 +91,12 @@ def iter_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: 
             stats.tokens += len(first)
             stats.loss_tokens += int(np.sum(ex.get("loss_mask", ex.get("chosen_mask"))))
             ex["task_id"] = np.int32(tid)
+            yielded += 1
             yield ex
+    if not yielded:   # a repeated empty dataset ends a mixture with a bare StopIteration
+        raise ValueError(f"split {split!r} of {spec.files[split]} holds no training example "
+                         f"({stats.records} records read, {stats.too_long} too long for {length} tokens, "
+                         f"{stats.skipped.total} skipped as bad)")
 
 
 def make_source(spec: TaskSpec, tokenizer, length: int, on_error: str, stats: TaskStats, tid: int,

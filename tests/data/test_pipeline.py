@@ -149,6 +149,19 @@ def test_preference_pairs_share_the_prompt(tok, mixture, seq_len):
                           skip_special_tokens=False).endswith(tok.chat.end_of_turn)
 
 
+def test_a_task_without_examples_is_an_error_naming_its_file(tmp_path, tok):
+    empty, text = tmp_path / "empty.jsonl", tmp_path / "text.jsonl"
+    empty.write_text("")
+    text.write_text(json.dumps({"text": "Revenue rose."}) + "\n")
+    tasks = {"empty": {"kind": "cpt", "train": str(empty)}, "text": {"kind": "cpt", "train": str(text)}}
+    for rates in ({"empty": 1.0}, {"empty": 1.0, "text": 1.0}):   # alone, and inside a mixture
+        cfg = _cfg(seq_len=64, batch_size=2, tasks=tasks, rates=rates, mixture="findap_custom")
+        register(cfg, tok)
+        with pytest.raises(ValueError, match=r"split 'train' of .*empty\.jsonl.* holds no training example "
+                                             r"\(0 records read"):
+            next(make_iterator(cfg, shard=(0, 1)))
+
+
 def test_bad_mixture_configs(tok):
     with pytest.raises(ValueError, match="sum to zero"):
         register_mixture("findap_empty", {"findap_finance_cpt": 0.0})

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from findap_jax.data.records import RecordError, SkipCounter, read_records
+from findap_jax.data.records import RecordError, SkipCounter, expand, read_records
 
 
 def _write(path, lines: list[bytes]):
@@ -63,6 +63,18 @@ def test_bad_record_raises_with_location_or_is_counted(tmp_path, line, kind, pat
 def test_missing_files_are_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no files match"):
         list(read_records(str(tmp_path / "*.jsonl"), "cpt"))
+    (tmp_path / "sub.jsonl").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no files match \(only directories\)"):
+        expand(str(tmp_path / "*.jsonl"))
+
+
+def test_file_names_with_glob_characters_and_overlapping_patterns(tmp_path):
+    odd = tmp_path / "train[1].jsonl"
+    odd.write_text('{"text": "a"}\n')
+    (tmp_path / "x.jsonl").write_text('{"text": "b"}\n')
+    assert expand(str(odd)) == [str(odd)]
+    assert expand([str(tmp_path / "*.jsonl"), str(tmp_path / "x.jsonl")]) == [str(odd), str(tmp_path / "x.jsonl")]
+    assert [r["text"] for _, r in read_records([str(tmp_path / "*"), str(odd)], "cpt")] == ["a", "b"]
 
 
 def test_tfds_source(tmp_path):
