@@ -13,6 +13,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 from findap_jax.data.chat import check_messages
@@ -102,7 +103,15 @@ def read_tfds(spec: str, split: str) -> Iterator[tuple[str, dict | None, str | N
         yield spec, None, f"cannot read TFDS dataset {name!r} split {split!r}: {e}"
         return
     for i, ex in enumerate(tfds.as_numpy(ds)):
-        yield f"{spec}[{split}][{i}]", {k: _from_numpy(v) for k, v in ex.items()}, None
+        where, rec = f"{spec}[{split}][{i}]", {}
+        for k, v in ex.items():
+            try:
+                rec[k] = _from_numpy(v)
+            except UnicodeDecodeError as e:
+                yield where, None, f"field '{k}': undecodable bytes (not UTF-8) at byte {e.start}"
+                break
+        else:
+            yield where, rec, None
 
 
 def _json_limit(e: Exception) -> str:
@@ -111,6 +120,31 @@ def _json_limit(e: Exception) -> str:
     if isinstance(e, RecursionError):
         return "invalid JSON: nested too deeply"
     return f"invalid JSON: {str(e).split(':')[0].split(';')[0]}"
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(rec, where: str = "") -> str | None:
+    """The path of the first string in `rec` holding a lone UTF-16 surrogate (JSON lets a
+    "\\ud800" escape through; no tokenizer takes it), else None."""
+    if isinstance(rec, str):
+        try:
+            rec.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(record)"
+        return None
+    items = rec.items() if isinstance(rec, dict) else enumerate(rec) if isinstance(rec, list) else ()
+    for k, v in items:
+        found = _lone_surrogate(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else k)
+        if found:
+            return found
+    return None
+
+
+def _surrogate_error(rec) -> str | None:
+    field = _lone_surrogate(rec)
+    return None if field is None else f"field '{field}': a lone surrogate escape (\\ud800-\\udfff), not valid Unicode"
 
 
 def read_raw(path: str, text_field: str = "text", split: str = "train") -> Iterator[tuple[str, dict | None, str | None]]:
@@ -136,8 +170,10 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
         if not isinstance(data, list):
             yield f"{path}", None, "a .json file must hold a list of records"
             return
+        check = _SURROGATE_ESCAPE.search(text.encode("utf-8")) is not None
         for i, rec in enumerate(data):
-            yield f"{path}[{i}]", rec, None
+            err = _surrogate_error(rec) if check else None
+            yield f"{path}[{i}]", None if err else rec, err
     elif ext == "jsonl":
         for n, raw in _lines(path):
             if not raw.strip():
@@ -156,10 +192,17 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
             except (ValueError, RecursionError) as e:
                 yield where, None, _json_limit(e)
                 continue
-            yield where, rec, None
+            err = _surrogate_error(rec) if _SURROGATE_ESCAPE.search(raw) else None
+            yield where, None if err else rec, err
     elif ext == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            yield path, None, f"unreadable parquet file: {e}"
+            return
+        for i, rec in enumerate(rows):
             yield f"{path}[{i}]", rec, None
     elif ext == "txt":
         try:
@@ -167,6 +210,7 @@ def read_raw(path: str, text_field: str = "text", split: str = "train") -> Itera
         except UnicodeDecodeError as e:
             yield path, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
             return
+        text = text.removeprefix("\ufeff")   # a byte-order mark is no text
         yield path, {text_field: text.replace("\r\n", "\n").replace("\r", "\n")}, None
     else:
         yield path, None, f"unsupported file type .{ext} (use .jsonl, .json, .parquet or .txt)"

@@ -23,6 +23,22 @@ def test_formats_and_line_ends(tmp_path):
     assert locs == [f"{crlf}:1", f"{crlf}:3"]
 
 
+def test_surrogate_pairs_pass_and_byte_order_marks_go(tmp_path):
+    pair = _write(tmp_path / "pair.jsonl", [b'{"text": "grin \\ud83d\\ude00"}'])
+    assert [r["text"] for _, r in read_records(pair, "cpt")] == ["grin \U0001f600"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffRevenue rose.".encode())
+    assert [r["text"] for _, r in read_records(str(tmp_path / "bom.txt"), "cpt")] == ["Revenue rose."]
+
+
+def test_damaged_parquet_is_located_and_skippable(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    with pytest.raises(RecordError, match=r"bad\.parquet: unreadable parquet file"):
+        list(read_records(str(bad), "cpt"))
+    skipped = SkipCounter()
+    assert list(read_records(str(bad), "cpt", on_error="skip", skipped=skipped)) == [] and skipped.total == 1
+
+
 def test_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -44,6 +60,9 @@ BAD = [
     (b'{"prompt": "q", "chosen": "a"}', "preference", r"bad\.jsonl:2: field 'rejected': missing"),
     (b'{"question": "q", "answer": "A", "answer_choices": []}', "cfa",
      r"bad\.jsonl:2: field 'answer_choices'"),
+    (b'{"text": "bad \\ud800 half"}', "cpt", r"bad\.jsonl:2: field 'text': a lone surrogate"),
+    (b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udfff"}]}', "chat",
+     r"bad\.jsonl:2: field 'messages\[1\]\.content': a lone surrogate"),
 ]
 GOOD = {"cpt": b'{"text": "fine"}', "chat": b'{"prompt": "q", "response": "a"}',
         "preference": b'{"prompt": "q", "chosen": "a", "rejected": "b"}',
@@ -90,3 +109,12 @@ def test_tfds_source(tmp_path):
     assert recs[0][0].startswith("tfds:findap_chat_test")
     with pytest.raises(RecordError, match="cannot read TFDS dataset 'findap_missing'"):
         list(read_records(f"tfds:findap_missing@{tmp_path}", "chat"))
+    import numpy as np
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="findap_bytes_test", version="1.0.0", data_dir=str(tmp_path),
+        features=tfds.features.FeaturesDict({"text": tfds.features.Tensor(shape=(), dtype=np.object_)}),
+        split_datasets={"train": [("k0", {"text": b"ok"}), ("k1", {"text": b"caf\xe9"})]})
+    spec = f"tfds:findap_bytes_test:1.0.0@{tmp_path}"
+    with pytest.raises(RecordError, match=r"\[train\]\[1\]: field 'text': undecodable bytes \(not UTF-8\) at byte 3"):
+        list(read_records(spec, "cpt"))
+    assert [r["text"] for _, r in read_records(spec, "cpt", on_error="skip", skipped=SkipCounter())] == ["ok"]
