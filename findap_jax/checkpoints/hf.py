@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from findap_jax.checkpoints import safetensors_io as st
@@ -55,7 +56,10 @@ def read_config(path: str | os.PathLike) -> LlamaConfig:
 def _tensor_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
-        weight_map = read_json(index)["weight_map"]
+        weight_map = read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ValueError(f"{index}: no 'weight_map' of tensor names to file names")
         files = sorted({path / f for f in weight_map.values()})
         for f in files:
             if not f.exists():
@@ -80,12 +84,17 @@ def load_hf(path: str | os.PathLike, **build_kw) -> Llama:
     return build_model(cfg, arrays, source=str(path), **build_kw)
 
 
+_FLOAT_DTYPES = tuple(map(np.dtype, (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)))
+
+
 def hf_tensors_to_arrays(cfg: LlamaConfig, tensors: dict, source: str) -> dict:
     """{hf name: (array in torch layout, file)} -> pure dict in our layout (consumes `tensors`)."""
     def take(name: str, shape: tuple, convert):
         if name not in tensors:
             raise ValueError(f"{source}: missing tensor {name}")
         a, f = tensors.pop(name)
+        if a.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{f}: tensor {name} has dtype {a.dtype}; weights must be floating point")
         if tuple(a.shape) != shape:
             raise ValueError(f"{f}: tensor {name} has shape {tuple(a.shape)}, expected {shape} "
                              f"from the model config")

@@ -44,12 +44,23 @@ def read_header(path: str | os.PathLike) -> tuple[dict, int]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SafetensorsError(f"{path}: corrupt safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path}: corrupt safetensors header: a JSON {type(header).__name__}, "
+                               "not an object of tensors")
     header.pop("__metadata__", None)
     start = 8 + n
     for name, info in header.items():
+        if not isinstance(info, dict):
+            raise SafetensorsError(f"{path}: tensor {name!r}: header entry is not an object")
         if info.get("dtype") not in DTYPES:
             raise SafetensorsError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        begin, end = info["data_offsets"]
+        offsets, shape = info.get("data_offsets"), info.get("shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(x) is int and x >= 0 for x in offsets)
+                and offsets[0] <= offsets[1]):
+            raise SafetensorsError(f"{path}: tensor {name!r}: data_offsets {offsets!r} is not [begin, end]")
+        if not (isinstance(shape, list) and all(type(x) is int and x >= 0 for x in shape)):
+            raise SafetensorsError(f"{path}: tensor {name!r}: shape {shape!r} is not a list of sizes")
+        begin, end = offsets
         want = int(np.prod(info["shape"], dtype=np.int64)) * DTYPES[info["dtype"]].itemsize
         if end - begin != want:
             raise SafetensorsError(f"{path}: tensor {name!r} spans {end - begin} bytes but shape "

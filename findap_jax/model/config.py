@@ -92,6 +92,8 @@ class LlamaConfig:
 
     @classmethod
     def from_hf(cls, d: dict[str, Any], source: str = "config.json") -> "LlamaConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object, got a {type(d).__name__}")
         mt = d.get("model_type", "llama")
         if mt not in ("llama", "mistral"):
             raise ValueError(f"{source}: model_type {mt!r} is not a Llama-architecture model")
@@ -114,6 +116,13 @@ class LlamaConfig:
                 rope_scaling = {k: v for k, v in rp.items() if k != "rope_theta"}
         if rope_scaling is not None and rope_scaling.get("rope_type", rope_scaling.get("type")) == "default":
             rope_scaling = None
+        try:
+            return cls._checked_from_hf(d, rope_theta, rope_scaling)
+        except (ValueError, TypeError) as e:   # __post_init__'s checks, or a wrongly typed field
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def _checked_from_hf(cls, d: dict[str, Any], rope_theta, rope_scaling) -> "LlamaConfig":
         return cls(
             vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
             intermediate_size=d["intermediate_size"], num_layers=d["num_hidden_layers"],

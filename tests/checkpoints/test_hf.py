@@ -88,3 +88,52 @@ def test_truncated_safetensors_names_file_and_tensor(tmp_path):
     f.write_bytes(data[: len(data) - 1000])
     with pytest.raises(ValueError, match=r"model\.safetensors: truncated.*tensor 'model\."):
         load_hf(tmp_path)
+
+
+def _rewrite_header(f, mutate):
+    import struct
+    raw = f.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    blob = json.dumps(mutate(json.loads(raw[8:8 + n]))).encode()
+    blob += b" " * (-len(blob) % 8)
+    f.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+
+
+EMBED = "model.embed_tokens.weight"
+
+
+@pytest.mark.parametrize("mutate,pattern", [
+    (lambda h: [h], r"corrupt safetensors header: a JSON list"),
+    (lambda h: {**h, EMBED: "oops"}, rf"tensor '{EMBED}': header entry is not an object"),
+    (lambda h: {**h, EMBED: {k: v for k, v in h[EMBED].items() if k != "data_offsets"}},
+     rf"tensor '{EMBED}': data_offsets None is not \[begin, end\]"),
+    (lambda h: {**h, EMBED: {**h[EMBED], "shape": "97x48"}}, rf"tensor '{EMBED}': shape '97x48' is not"),
+])
+def test_malformed_safetensors_header_names_file_and_tensor(tmp_path, mutate, pattern):
+    save_random_hf_llama(tmp_path)
+    _rewrite_header(tmp_path / "model.safetensors", mutate)
+    with pytest.raises(ValueError, match=r"model\.safetensors: " + pattern):
+        load_hf(tmp_path)
+
+
+def test_non_float_weights_and_bad_configs_name_their_file(tmp_path):
+    save_random_hf_llama(tmp_path)
+    f = tmp_path / "model.safetensors"
+    tensors = {k: np.array(v) for k, v in st.load_file(f).items()}
+    st.save_file({**tensors, EMBED: tensors[EMBED].astype(np.int32)}, f)
+    with pytest.raises(ValueError, match=rf"model\.safetensors: tensor {EMBED} has dtype int32; weights must be"):
+        load_hf(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for bad, pattern in (({"num_key_value_heads": 3}, "num_heads 4 must be a multiple of num_kv_heads 3"),
+                         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}, "rope_parameters": None},
+                          "unsupported rope_scaling type 'yarn'")):
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, **bad}))
+        with pytest.raises(ValueError, match=r"config\.json: " + pattern):
+            load_hf(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json: expected a JSON object, got a list"):
+        load_hf(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text('{"metadata": {}}')
+    with pytest.raises(ValueError, match=r"index\.json: no 'weight_map'"):
+        from findap_jax.checkpoints.hf import _tensor_files
+        _tensor_files(tmp_path)
