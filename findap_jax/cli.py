@@ -12,6 +12,9 @@ import time
 
 def _convert(args) -> int:
     from findap_jax.checkpoints import load_pretrained, save_pretrained
+    if args.to == "orbax" and args.save_dtype:   # refused before the load, not after
+        raise ValueError("--save-dtype applies to HF exports; an orbax export keeps the dtype the "
+                         "model is loaded in (--dtype)")
     model, tok = load_pretrained(args.src, dtype=args.dtype, chat_format=args.chat_format)
     out = save_pretrained(model, tok, args.dst, to=args.to, dtype=args.save_dtype)
     print(f"wrote {args.to} model to {out}")
@@ -171,11 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CONFIG_VERBS = ("data", "train", "eval", "distill", "recipe")
+
+
 def main(argv=None) -> int:
     from findap_jax.config import split_config_args
 
     spec, overrides, rest = split_config_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(rest)
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    if (spec or overrides) and args.verb not in CONFIG_VERBS:   # else they would be ignored
+        parser.error(f"{args.verb} takes no --config or --config.* options "
+                     f"(the verbs with a config: {', '.join(CONFIG_VERBS)})")
     args.config, args.config_overrides = spec, overrides
     try:
         return args.fn(args)

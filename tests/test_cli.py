@@ -1,5 +1,6 @@
 """`findap-jax convert` and `generate` end to end on a tiny model."""
 import numpy as np
+import pytest
 
 from findap_jax import load_pretrained
 from findap_jax.checkpoints import safetensors_io as st
@@ -27,6 +28,15 @@ def test_convert_hf_orbax_hf_and_generate(tmp_path, capsys):
 def test_cli_reports_bad_paths(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     assert "no such model file or directory" in capsys.readouterr().err
+
+
+def test_options_a_verb_would_ignore_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["convert", "--src", "x", "--dst", "y", "--config.no_such_key=1"])
+    assert e.value.code == 2 and "convert takes no --config or --config.* options" in capsys.readouterr().err
+    rc = main(["convert", "--src", str(tmp_path / "none"), "--dst", str(tmp_path / "o"), "--to", "orbax",
+               "--save-dtype", "bfloat16"])
+    assert rc == 2 and "--save-dtype applies to HF exports" in capsys.readouterr().err
 
 
 def test_bf16_load(tmp_path):

@@ -70,5 +70,8 @@ def save_pretrained(model, tokenizer, dst: str | os.PathLike, to: str = "hf", dt
         np_dtype = None if dtype is None else np.dtype(as_dtype(dtype))
         return save_hf(model, dst, tokenizer=tokenizer, dtype=np_dtype)
     if to == "orbax":
+        if dtype is not None:   # the export keeps the model's parameter dtype
+            raise ValueError("a save dtype applies to HF exports; an orbax export keeps the parameters' "
+                             "dtype (load the model in the dtype wanted: `convert --dtype`)")
         return save_orbax(model, dst, tokenizer=tokenizer)
     raise ValueError(f"unknown export format {to!r}; choose hf or orbax")
