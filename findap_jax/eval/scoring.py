@@ -74,7 +74,10 @@ def example_score(task, row: dict, pred) -> float:
     if kind == "number":
         return float(M.numbers_match(pred, row["answer"], task.rel_tol))
     if kind == "entities":
-        return M.entity_f1([set(map(tuple, pred))], [set(map(tuple, row["entities"]))])["entity_f1"]
+        pred_set, gold_set = set(map(tuple, pred)), set(map(tuple, row["entities"]))
+        if not pred_set and not gold_set:   # rightly none found (the pooled F1 is unaffected)
+            return 1.0
+        return M.entity_f1([pred_set], [gold_set])["entity_f1"]
     if kind == "tatqa":
         from findap_jax.eval.official import tatqa_score
         ans, scale = pred

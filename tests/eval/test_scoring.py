@@ -21,6 +21,9 @@ def test_ner_partial_span_is_not_a_match():
     part = extract(task, NER_ROW, "VALLEY BANK, ORG\nCalifornia, LOC")
     assert example_score(task, NER_ROW, part) == pytest.approx(0.5)   # P 1/2, R 1/2
     assert example_score(task, NER_ROW, extract(task, NER_ROW, "I don't know")) == 0.0
+    none = {**NER_ROW, "entities": []}                              # a sentence without entities
+    assert example_score(task, none, extract(task, none, "None")) == 1.0
+    assert example_score(task, none, extract(task, none, "California, LOC")) == 0.0
 
 
 def test_tatqa_generation_scored_by_official_rules():
