@@ -61,7 +61,7 @@ def _pct(v) -> str:
 
 
 def ablation_table(arms: Sequence[dict]) -> str:
-    """Markdown: one row per arm (its last eval), plus a `base` row taken from the first arm
+    """Markdown: one row per arm (its last eval, `base` if only that), plus a `base` row taken from the first arm
     that evaluated the base model. Columns: each task's primary metric (%) and its macro-F1 /
     MCC where it has them (MCC x 100), chat check, per-stage loss first -> last, and
     preference rewards where a stage had them."""
@@ -69,12 +69,10 @@ def ablation_table(arms: Sequence[dict]) -> str:
     base = next((a["evals"]["base"] for a in arms if "base" in a["evals"]), None)
     if base is not None:
         rows.append(("base model", "base", base, {}))
-    for a in arms:
-        trained = [label for label in EVAL_ORDER if label in a["evals"] and label != "base"]
-        if trained:
-            rows.append((a["name"], trained[-1], a["evals"][trained[-1]], a["train"]))
-        elif "base" not in a["evals"] or base is None:
-            rows.append((a["name"], "—", ({}, None), a["train"]))
+    for a in arms:   # every arm has its row, evaluated or not (its training losses show there)
+        done = [label for label in EVAL_ORDER if label in a["evals"]]
+        rows.append((a["name"], done[-1], a["evals"][done[-1]], a["train"]) if done
+                    else (a["name"], "—", ({}, None), a["train"]))
     tasks = sorted({t for _, _, (res, _), _ in rows for t in res})
     shown = {}   # task -> its primary metric, then the label-balance metrics it has
     for _, _, (res, _), _ in rows:

@@ -82,23 +82,35 @@ class Recipe:
     def _done(self, name: str) -> Path:
         return self.dir / f".{name}.done"
 
-    def _finish(self, name: str, info: dict) -> None:
-        """Mark a stage complete (process 0 writes; every process waits for it)."""
+    def _finish(self, name: str, info: dict, source: str) -> None:
+        """Mark a stage complete, with the model it started from (process 0 writes; every
+        process waits for it)."""
         import jax
         if jax.process_index() == 0:
-            write_text_atomic(self._done(name), json.dumps(info, indent=1))
+            write_text_atomic(self._done(name), json.dumps({**info, "input": str(source)}, indent=1))
         _barrier(f"recipe_{name}")
 
-    def _info(self, name: str) -> dict | None:
+    def _info(self, name: str, source: str) -> dict | None:
+        """The stage's marker, or None when it has not finished. A stage that finished from
+        another model (the stages or the base model changed since) is an error: skipping it
+        would report its old outputs as this recipe's."""
         p = self._done(name)
-        return read_json(p) if p.exists() else None
+        if not p.exists():
+            return None
+        info = read_json(p)
+        was = info.get("input") if isinstance(info, dict) else None
+        if was is not None and was != str(source):
+            raise ValueError(f"{p}: stage {name} ran from {was}, but this recipe runs it from {source} "
+                             f"(its stages or model changed); use a new workdir, or delete {p.name} and "
+                             "the stage's outputs to run it again")
+        return info
 
     # -- stages -----------------------------------------------------------------
     def evaluate(self, label: str, model_path: str) -> None:
         from findap_jax.eval.evaluate import run_eval
         out = self.dir / "eval" / label
         self.evals.append((label, out))
-        if self._info(f"eval_{label}") is not None:
+        if self._info(f"eval_{label}", model_path) is not None:
             self.log(f"[recipe] eval {label}: done, skipped")
             return
         ecfg = defaults.eval_config()
@@ -113,14 +125,14 @@ class Recipe:
             info["chat_check"] = chat_check(model_path, self.cfg.chat_check_tokens, out)
             self.log(f"[recipe] eval {label}: {info['chat_check']['ended']}/{info['chat_check']['n']} "
                      "chat replies end their turn")
-        self._finish(f"eval_{label}", info)
+        self._finish(f"eval_{label}", info, model_path)
 
     def train(self, name: str, model_path: str, data_overrides: dict | None = None) -> str:
         from findap_jax.train.trainer import Trainer
         wd = self.dir / name
         self.curves[name] = wd / "metrics.jsonl"
         final = wd / "final"
-        if self._info(name) is None:
+        if self._info(name, model_path) is None:
             tcfg = copy.deepcopy(self.cfg[name])
             tcfg.model.path = str(model_path)
             tcfg.run.mesh = dict(self.cfg.mesh)
@@ -132,7 +144,7 @@ class Recipe:
             self.log(f"[recipe] {name}: training from {model_path} ({tcfg.train.loss}, "
                      f"{tcfg.train.steps} steps, mixture {tcfg.data.mixture})")
             Trainer(tcfg, wd, log=self.log).run()
-            self._finish(name, {"seconds": time.time() - t0, "final": str(final)})
+            self._finish(name, {"seconds": time.time() - t0, "final": str(final)}, model_path)
         else:
             self.log(f"[recipe] {name}: done, skipped")
         return str(final)
@@ -140,7 +152,7 @@ class Recipe:
     def distill(self, policy: str) -> tuple[Path, int]:
         from findap_jax.distill.pipeline import run_distill
         out = self.dir / "distill" / "pairs.jsonl"
-        info = self._info("distill")
+        info = self._info("distill", policy)
         if info is None:
             dcfg = copy.deepcopy(self.cfg.distill)
             dcfg.policy = policy
@@ -152,7 +164,7 @@ class Recipe:
             # one writer: on several hosts, process 0 distils and the others wait at _finish
             stats = run_distill(dcfg, log=self.log) if jax.process_index() == 0 else {}
             info = {"seconds": time.time() - t0, "stats": stats}
-            self._finish("distill", info)
+            self._finish("distill", info, policy)
         else:
             self.log("[recipe] distill: done, skipped")
         n = len(read_jsonl(out)) if out.exists() else 0

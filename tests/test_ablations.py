@@ -47,6 +47,19 @@ def arms(tmp_path):
     return [joint, seq, rpo]
 
 
+def test_an_arm_evaluated_only_on_its_base_model_keeps_its_row(tmp_path):
+    """Its stage trained, its eval not yet run: the row says `base` and shows the losses."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _eval(a, "base", 0.25, 8)
+    _train(a, "cpt_it", [2.0, 1.0])
+    _eval(a, "cpt_it", 0.40, 8)
+    _eval(b, "base", 0.25, 8)
+    _train(b, "cpt_it", [2.2, 1.1])
+    for order in ([a, b], [b, a]):
+        rows = ablation_table([read_arm(w) for w in order]).splitlines()
+        assert any(r.startswith("| b | base | 1.0 | 25.0 |") and "cpt_it 2.200 → 1.100 (2 steps)" in r for r in rows)
+
+
 def test_table_takes_each_arms_last_eval_and_one_base_row(arms):
     table = ablation_table([read_arm(a) for a in arms])
     lines = table.splitlines()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 FAP_KEYS = ("Justification", "Correctness")
 SCP_KEYS = ("Justification", "First incorrect step", "Reasoning up to incorrect", "Step correction")
@@ -35,10 +35,10 @@ def _balanced_objects(text: str) -> list[str]:
     return out
 
 
-def parse_json(text: str) -> dict | None:
-    """The first JSON object in a reply (fenced or bare, double or single quotes), or None."""
+def _objects(text: str) -> Iterator[dict]:
+    """Every JSON object in a reply (fenced ones first; double or single quotes)."""
     if not isinstance(text, str):
-        return None
+        return
     # no \s* before the lazy group (candidates are stripped): it backtracks quadratically
     # through long blank runs after an unclosed fence
     fenced = re.findall(r"```(?:json)?(.*?)```", text, flags=re.DOTALL)
@@ -51,16 +51,16 @@ def parse_json(text: str) -> dict | None:
             except (ValueError, SyntaxError, TypeError, OverflowError, MemoryError, RecursionError):
                 continue
             if isinstance(obj, dict):
-                return obj
-    return None
+                yield obj
+                break
 
 
-def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
-    """The reply's object if it has every key with a string value ("Correctness" must be
-    correct/wrong); keys are matched case-insensitively."""
-    obj = parse_json(text)
-    if obj is None:
-        return None
+def parse_json(text: str) -> dict | None:
+    """The first JSON object in a reply (fenced or bare, double or single quotes), or None."""
+    return next(_objects(text), None)
+
+
+def _fields(obj: dict, keys: Sequence[str]) -> dict | None:
     # Only string keys can name a field (str() of a huge int key would even raise).
     lower = {k.strip().lower(): v for k, v in obj.items() if isinstance(k, str)}
     out = {}
@@ -75,6 +75,19 @@ def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
             return None
         out["Correctness"] = "correct" if c == "correct" else "wrong"
     return out
+
+
+def parse_reply(text: str, keys: Sequence[str]) -> dict | None:
+    """The first object in the reply (or directly inside one: {"verdict": {...}}) that has
+    every key with a string value ("Correctness" must be correct/wrong); keys are matched
+    case-insensitively. Objects the reply shows before its verdict (the figures it used, a
+    format it restates) are passed over."""
+    for obj in _objects(text):
+        for cand in (obj, *(v for v in obj.values() if isinstance(v, dict))):
+            out = _fields(cand, keys)
+            if out is not None:
+                return out
+    return None
 
 
 def ask_each(judge: Callable[..., list[str]], prompts: Sequence[str], keys: Sequence[str], retries: int,
@@ -95,6 +108,8 @@ def ask_each(judge: Callable[..., list[str]], prompts: Sequence[str], keys: Sequ
         batch = [prompts[i] for i in pending]
         replies = (judge(batch, attempt) if seeds is None
                    else judge(batch, attempt, [seeds[i] for i in pending]))
+        if len(replies) != len(batch):
+            raise ValueError(f"the judge returned {len(replies)} replies for {len(batch)} prompts")
         still = []
         for i, reply in zip(pending, replies):
             parsed = parse_reply(reply, keys)

@@ -2,16 +2,19 @@
 GenRM judge prompts (written here after the paper's description of FAP and SCP)."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from findap_jax.data.records import RecordError, read_records
+from findap_jax.eval.extract import LETTERS
 
 BUNDLED = Path(__file__).parent / "bundled" / "cfa_exercises.jsonl"
 
 POLICY_PROMPT = (
     "{exercise}\n\n"
     "Solve it step by step, one step per line starting with \"Step 1:\", \"Step 2:\" and so on. "
-    "End with your final choice on its own line as \"Selection: [[X]]\" where X is A, B or C.")
+    "End with your final choice on its own line as \"Selection: [[X]]\" where X is {letters}.")
 
 FAP_JUDGE = (
     "You are grading an answer to a finance exam question.\n\n"
@@ -40,11 +43,20 @@ def load_exercises(files: str | list | None = None, on_error: str = "raise") -> 
         choices = rec["answer_choices"]
         if isinstance(choices, list):
             choices = {chr(ord("A") + i): c for i, c in enumerate(choices)}
+        letters = sorted(choices)   # answers are read back as letters by their place: A, B, C, ...
+        if letters != list(LETTERS[:len(letters)]):
+            raise RecordError(f"{where}: field 'answer_choices': keys {letters} must be the letters "
+                              f"{', '.join(LETTERS[:len(letters)])}")
+        choices = {k: choices[k] for k in letters}
         answer = rec["answer"].strip().strip("[]").strip()
         if answer not in choices:
             raise RecordError(f"{where}: field 'answer': {answer!r} is not one of the choices "
                               f"{', '.join(choices)}")
-        ex_id = rec.get("id") or where
+        # without an id, one from the content: a line number or a path's spelling would change
+        # when the file is edited or named differently, and a resumed run would redo everything
+        ex_id = rec.get("id") or "sha:" + hashlib.sha256(json.dumps(
+            [rec["question"], rec.get("scenario", ""), rec.get("exhibit", ""), choices, answer],
+            sort_keys=True).encode()).hexdigest()[:16]
         if ex_id in seen:
             raise RecordError(f"{where}: field 'id': {ex_id!r} repeats")
         seen.add(ex_id)
@@ -63,4 +75,6 @@ def exercise_text(ex: dict) -> str:
 
 def policy_prompt(ex: dict) -> str:
     """The exercise plus the instruction to reason in numbered steps and end with [[X]]."""
-    return POLICY_PROMPT.format(exercise=exercise_text(ex))
+    letters = list(ex["choices"])
+    named = letters[0] if len(letters) == 1 else ", ".join(letters[:-1]) + " or " + letters[-1]
+    return POLICY_PROMPT.format(exercise=exercise_text(ex), letters=named)

@@ -1,7 +1,7 @@
 """GenRM reply parsing: fenced, trailing text, single quotes, garbage; retries counted."""
 import pytest
 
-from findap_jax.distill.judge import FAP_KEYS, SCP_KEYS, ask, parse_json, parse_reply
+from findap_jax.distill.judge import FAP_KEYS, SCP_KEYS, ask, ask_each, parse_json, parse_reply
 
 
 @pytest.mark.parametrize("text", [
@@ -41,3 +41,17 @@ def test_ask_retries_only_failures_and_counts_them():
     assert failures == 4 and calls[1] == (["b", "c"], 1) and calls[2] == (["b", "c"], 2)
     out, failures = ask(lambda ps, a: ["nope"] * len(ps), ["x"], SCP_KEYS, retries=1)
     assert out == [None] and failures == 2
+
+
+@pytest.mark.parametrize("text", [
+    'Returns used: {"y1": 0.18, "y2": -0.12}\n{"Justification": "ok", "Correctness": "wrong"}',
+    'Format {"Correctness": "correct" or "wrong"}. Mine: {"Justification": "ok", "Correctness": "wrong"}',
+    '{"verdict": {"Justification": "ok", "Correctness": "wrong"}}',
+])
+def test_the_object_with_the_keys_wins_over_earlier_ones(text):
+    assert parse_reply(text, FAP_KEYS) == {"Justification": "ok", "Correctness": "wrong"}
+
+
+def test_a_judge_that_drops_replies_is_an_error():
+    with pytest.raises(ValueError, match="the judge returned 1 replies for 3 prompts"):
+        ask_each(lambda ps, a: ['{"Justification": "j", "Correctness": "wrong"}'], ["p1", "p2", "p3"], FAP_KEYS, 2)
