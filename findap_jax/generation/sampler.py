@@ -62,6 +62,7 @@ def sample_logits(logits, key, temperature: float, top_k: int, top_p: float):
         sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
         cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
         drop_sorted = (cum - jax.nn.softmax(sorted_logits, axis=-1)) >= top_p  # keep first over p
+        drop_sorted = drop_sorted.at[:, 0].set(False)   # the likeliest token always stays
         drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
         logits = jnp.where(drop, -jnp.inf, logits)
     if key.ndim == 2:
@@ -183,6 +184,12 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, eos_ids: Sequenc
         raise ValueError(f"seeds: {len(seeds)} given for {b} prompts")
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("empty prompt: every prompt needs at least one token")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: generate at least one token")
+    if temperature > 0 and not 0.0 < top_p <= 1.0:   # top_p <= 0 would keep no token at all
+        raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k}: must be >= 0 (0 = off)")
     longest = max(len(p) for p in prompt_ids)
     if longest + max_new_tokens > model.cfg.max_position_embeddings:   # positions count real tokens
         raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "

@@ -129,6 +129,26 @@ def test_bad_prompts(tiny):
         generate(model, tok, [[{"role": "bot", "content": "x"}]], max_new_tokens=2)
 
 
+def test_bad_sampling_settings(tiny):
+    model, tok = tiny
+    ids = [tok.encode("Revenue rose")]
+    for kw, msg in ((dict(max_new_tokens=0), "max_new_tokens=0"),
+                    (dict(max_new_tokens=2, temperature=1.0, top_p=0.0), r"top_p=0\.0: must be in \(0, 1\]"),
+                    (dict(max_new_tokens=2, temperature=1.0, top_k=-1), "top_k=-1")):
+        with pytest.raises(ValueError, match=msg):
+            generate_ids(model, ids, eos_ids=[-1], pad_id=0, **kw)
+
+
+def test_top_p_always_keeps_the_likeliest_token():
+    import jax
+
+    from findap_jax.generation.sampler import sample_logits
+    logits = jnp.asarray([[0.0, 1.0, 5.0, -1.0], [3.0, 0.0, 0.0, 0.0]])
+    keys = jax.random.split(jax.random.PRNGKey(0), 20)
+    draws = np.stack([np.asarray(sample_logits(logits, k, 1.0, 0, 0.0)) for k in keys])   # p = 0: argmax
+    assert (draws == [2, 0]).all()
+
+
 def test_length_buckets_pad_little_and_compile_few_shapes():
     from findap_jax.generation.sampler import length_bucket
     lengths = range(1, 8193)
