@@ -1,7 +1,7 @@
 """`findap-jax` command line: one verb per stage of the pipeline.
 
-Verbs: recipe (the whole FinDAP pipeline), train, eval, compare, distill, convert, generate,
-data. Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
+Verbs: recipe (the whole FinDAP pipeline), train, eval, compare, ablations, distill, convert,
+generate, data. Config-driven verbs take `--config=FILE.py[:arg]` and `--config.key=value`.
 """
 from __future__ import annotations
 
