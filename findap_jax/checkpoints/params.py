@@ -6,6 +6,8 @@ arrays on the mesh by logical axes and merges them into a model. No random init 
 """
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,25 @@ def _flat(d, prefix=()):
             yield prefix + (k,), v
 
 
+def _warn_if_fsdp_shards_little(cfg, specs: dict, shardings: dict, mesh, source: str) -> None:
+    """Sharding drops a mesh axis that does not divide a dimension (odd shapes replicate rather
+    than fail to compile); when that leaves most parameter bytes off an fsdp axis of size > 1,
+    FSDP has silently become data parallelism (an 8B model whole on every device). Say so."""
+    f = dict(mesh.shape).get("fsdp", 1)
+    if f <= 1:
+        return
+    sizes = {p: int(np.prod(s.shape)) for p, s in specs.items()}
+
+    def on_fsdp(spec) -> bool:
+        return any(e == "fsdp" or (isinstance(e, tuple) and "fsdp" in e) for e in spec if e is not None)
+    off = sum(n for p, n in sizes.items() if not on_fsdp(shardings[p].spec))
+    if off > 0.5 * sum(sizes.values()):
+        logging.getLogger(__name__).warning(
+            "%s: the mesh's fsdp axis (%d) shards none of %.0f%% of the parameters (hidden_size %d is "
+            "not a multiple of it?): they are replicated on every device; pick an fsdp size that "
+            "divides the model's dimensions", source, f, 100 * off / sum(sizes.values()), cfg.hidden_size)
+
+
 def build_model(cfg: LlamaConfig, arrays: dict, *, source: str, dtype=jnp.float32,
                 param_dtype=jnp.float32, mesh=None, rules=None, remat: str = "none",
                 attention: str = "xla", names: dict | None = None) -> Llama:
@@ -59,6 +80,7 @@ def build_model(cfg: LlamaConfig, arrays: dict, *, source: str, dtype=jnp.float3
     shardings = None
     if mesh is not None:
         shardings = dict(_flat(state_shardings(abstract, mesh, rules).to_pure_dict()))
+        _warn_if_fsdp_shards_little(cfg, want, shardings, mesh, source)
 
     def place(path, a):
         a = np.asarray(a).astype(jnp.dtype(param_dtype))

@@ -102,6 +102,10 @@ class LlamaConfig:
         for flag in ("attention_bias", "mlp_bias"):
             if d.get(flag):
                 raise ValueError(f"{source}: {flag}=true is not supported")
+        window = d.get("sliding_window")   # Mistral-7B-v0.1: 4096 of 32768 positions
+        if window is not None and d.get("use_sliding_window", True) and window < d.get("max_position_embeddings", 0):
+            raise ValueError(f"{source}: sliding_window={window} (attention over the last {window} "
+                             "positions only) is not supported; its logits would differ past the window")
         required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads")
         missing = [k for k in required if k not in d]

@@ -161,8 +161,9 @@ class Llama(nnx.Module):
         b, t = input_ids.shape
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        if positions is None:   # with a cache, the tokens go on from what it holds
+            start = 0 if cache is None else cache.index
+            positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(RESIDUAL_DTYPE)
         x = constrain(x, ("batch", "length", "act_embed"), self.rules)
         rope = rope_tables(positions, rope_inv_freq(cfg))

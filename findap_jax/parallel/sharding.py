@@ -42,7 +42,12 @@ Rules = Sequence[tuple[str, str | tuple[str, ...] | None]] | Mapping
 def _rules_dict(rules: Rules | None) -> dict:
     if rules is None:
         rules = DEFAULT_RULES
-    return dict(rules.items()) if isinstance(rules, Mapping) else {k: v for k, v in rules}
+    table = dict(rules.items()) if isinstance(rules, Mapping) else {k: v for k, v in rules}
+    for name, target in table.items():   # a misspelt mesh axis would fail later as a bare KeyError
+        for m in (() if target is None else (target,) if isinstance(target, str) else tuple(target)):
+            if m not in MESH_AXES:
+                raise ValueError(f"sharding rule ({name!r}, {target!r}): {m!r} is not a mesh axis {MESH_AXES}")
+    return table
 
 
 def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None,
@@ -61,6 +66,8 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None,
         if len(dims) != len(MESH_AXES):
             raise ValueError(f"mesh shape {dims} must have {len(MESH_AXES)} entries {MESH_AXES}")
     n = len(devices)
+    if any(d == 0 or d < -1 for d in dims):
+        raise ValueError(f"mesh shape {dict(zip(MESH_AXES, dims))}: sizes must be >= 1, or -1 for the rest")
     if dims.count(-1) > 1:
         raise ValueError(f"mesh shape {dims}: at most one axis may be -1")
     if -1 in dims:

@@ -137,3 +137,18 @@ def test_non_float_weights_and_bad_configs_name_their_file(tmp_path):
     with pytest.raises(ValueError, match=r"index\.json: no 'weight_map'"):
         from findap_jax.checkpoints.hf import _tensor_files
         _tensor_files(tmp_path)
+
+
+def test_a_sliding_window_shorter_than_the_context_is_refused(tmp_path):
+    """Mistral-7B-v0.1 attends over its last 4,096 positions only: loading it as full
+    attention would give other logits past the window."""
+    from transformers import MistralConfig, MistralForCausalLM
+    kw = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=1, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128)
+    MistralForCausalLM(MistralConfig(sliding_window=4, **kw)).save_pretrained(tmp_path / "sw")
+    with pytest.raises(ValueError, match=r"config\.json: sliding_window=4 .* is not supported"):
+        load_hf(tmp_path / "sw")
+    ref = MistralForCausalLM(MistralConfig(sliding_window=None, **kw)).eval()
+    ref.save_pretrained(tmp_path / "full")
+    ids = np.arange(12)[None]
+    np.testing.assert_allclose(np.asarray(load_hf(tmp_path / "full")(ids)), torch_logits(ref, ids), atol=1e-4)

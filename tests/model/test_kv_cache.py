@@ -22,6 +22,17 @@ def test_incremental_decode_matches_full_forward():
     assert int(cache.index) == 10
 
 
+def test_cached_steps_without_positions_go_on_from_the_cache():
+    cfg = get_preset("tiny")
+    model = Llama(cfg, rngs=nnx.Rngs(0))
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, cfg.vocab_size, (2, 8)))
+    full = model(ids)
+    _, cache = model(ids[:, :5], cache=KVCache.init(cfg, 2, 16))
+    for t in range(5, 8):
+        step, cache = model(ids[:, t:t + 1], cache=cache)
+        np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
+
+
 def test_unrolled_layers_with_per_layer_cache_match_scanned_stack():
     cfg = get_preset("tiny")
     model = Llama(cfg, rngs=nnx.Rngs(1))

@@ -44,6 +44,29 @@ def test_make_mesh_errors():
         make_mesh(dict(data=-1, fsdp=-1))
     with pytest.raises(ValueError, match="unknown mesh axes"):
         make_mesh(dict(model=8))
+    for bad in (dict(data=0, fsdp=-1), dict(data=-2, fsdp=-4)):
+        with pytest.raises(ValueError, match="sizes must be >= 1, or -1 for the rest"):
+            make_mesh(bad)
+    with pytest.raises(ValueError, match=r"sharding rule \('embed', 'fsdpp'\): 'fsdpp' is not a mesh axis"):
+        logical_to_spec(("embed",), (64,), make_mesh(dict(fsdp=8)), rules=[("embed", "fsdpp")])
+
+
+def test_an_fsdp_axis_that_shards_nothing_is_reported(tmp_path, caplog):
+    """hidden 36 on fsdp 8: every parameter is replicated; the load says so."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from findap_jax.checkpoints.hf import load_hf
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=36, intermediate_size=40, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path)
+    del torch
+    with caplog.at_level("WARNING"):
+        load_hf(tmp_path, mesh=make_mesh(dict(data=1, fsdp=8, tensor=1)))
+    assert "the mesh's fsdp axis (8) shards none of 100% of the parameters (hidden_size 36" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_hf(tmp_path, mesh=make_mesh(dict(data=2, fsdp=4, tensor=1)))   # 36 = 4 x 9: sharded
+    assert "fsdp axis" not in caplog.text
 
 
 def test_batch_shards_follow_the_mesh_and_the_rows():
