@@ -183,6 +183,9 @@ def read_finqa(path: str) -> Iterator[tuple[str, dict]]:
             raise RecordError(f"{where}: field {e}: missing") from None
         except TypeError as e:
             raise RecordError(f"{where}: malformed FinQA record ({e})") from None
+        if not (isinstance(gold, (int, float)) and not isinstance(gold, bool) and math.isfinite(gold)
+                or isinstance(gold, str) and gold.strip().lower() in ("yes", "no")):
+            raise RecordError(f"{where}: field 'qa.exe_ans': {gold!r} is neither a finite number nor yes/no")
         yield where, {"id": str(rec.get("id", i)), "text": context, "question": question,
                       "query": TABLE_QA_PROMPT.format(text=context, question=question),
                       "answer": str(gold), "exe_ans": gold, "program": qa.get("program", "")}

@@ -93,13 +93,23 @@ def evaluate_model(model, tokenizer, cfg, mesh=None, log=print, progress_dir=Non
     return results, predictions
 
 
-def write_outputs(out_dir: str | Path, results: dict, predictions: dict) -> dict:
+def write_outputs(out_dir: str | Path, results: dict, predictions: dict, model: str | None = None,
+                  log=print) -> dict:
     """Merge into out_dir/results.json, write each task's predictions and report.md.
-    Returns the merged results."""
+    Returns the merged results. With `model` (its fingerprint), each result records it and
+    the results of another model already in the file are dropped, so a report never shows
+    two models' numbers as one's."""
     out = Path(out_dir)
     merged = {}
     if (out / "results.json").is_file():
         merged = read_results(out)
+    if model is not None:
+        stale = sorted(k for k, r in merged.items() if isinstance(r, dict) and r.get("model", model) != model)
+        gone = [k for k in stale if k not in results]   # the rest this run replaces anyway
+        if gone:
+            log(f"{out}/results.json: dropping {', '.join(gone)}, evaluated on another model (or its files changed)")
+        merged = {k: r for k, r in merged.items() if k not in stale}
+        results = {k: {**r, "model": model} for k, r in results.items()}
     for key, recs in predictions.items():
         name = result_file_name(key)
         write_text_atomic(out / "predictions" / f"{name}.jsonl",
@@ -129,10 +139,11 @@ def run_eval(cfg, log=print) -> dict:
     import jax
     # one process: resumable generation (several hosts would each need the same file)
     resume = cfg.output_dir if jax.process_count() == 1 else None
+    fingerprint = model_fingerprint(model_path, cfg.dtype)
     results, predictions = evaluate_model(model, tok, cfg, mesh=mesh, log=log, progress_dir=resume,
-                                          fingerprint=model_fingerprint(model_path, cfg.dtype))
+                                          fingerprint=fingerprint)
     if jax.process_index() == 0:
-        write_outputs(cfg.output_dir, results, predictions)
+        write_outputs(cfg.output_dir, results, predictions, model=fingerprint, log=log)
         if compare:
             png = compare_chart([cfg.output_dir] + compare, Path(cfg.output_dir) / "compare.png")
             log(f"chart: {png}")

@@ -51,7 +51,8 @@ def compare_chart(run_dirs: Sequence[str | Path], out_png: str | Path, labels: S
     width = 0.8 / max(len(runs), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) + 2), 4))
     for i, (res, label) in enumerate(zip(runs, labels)):
-        vals = [100 * res[t][res[t].get("primary", "accuracy")] if t in res else 0.0 for t in tasks]
+        # a task this run did not evaluate gets no bar (NaN), not a 0% one
+        vals = [100 * res[t][res[t].get("primary", "accuracy")] if t in res else float("nan") for t in tasks]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(tasks))]
         ax.bar(xs, vals, width, label=label)
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")

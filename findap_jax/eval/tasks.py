@@ -10,6 +10,7 @@ judge) and which FinEval capability it measures.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -112,11 +113,14 @@ def validate_row(rec, needs_choices: bool, numeric: bool = False) -> dict:
         if rec.get("answer") is None or not str(rec["answer"]).strip():
             raise RecordError("field 'answer': missing or empty")
         out["answer"] = str(rec["answer"])
-        if numeric:
+        if numeric:   # float() alone would take "nan", "inf" and "1_000"
+            text = out["answer"].replace(",", "").rstrip("%").strip()
             try:
-                float(out["answer"].replace(",", "").rstrip("%"))
+                ok = "_" not in text and math.isfinite(float(text))
             except ValueError:
-                raise RecordError(f"field 'answer': {out['answer']!r} is not a number") from None
+                ok = False
+            if not ok:
+                raise RecordError(f"field 'answer': {out['answer']!r} is not a finite number")
     out.setdefault("text", "")
     return out
 
@@ -142,6 +146,8 @@ def load_rows(task: EvalTask, data_dir: str = "", files=None, limit: int = 0,
     sample_seed >= 0 a seeded random sample of `limit` rows (kept in file order: files
     sorted by label or source make the first rows unrepresentative). The first bad row
     raises RecordError naming file, line and field. Row ids must be unique."""
+    if limit < 0:
+        raise ValueError(f"limit={limit}: must be >= 0 (0 = every row)")
     if limit and sample_seed >= 0:
         import random
         rows = load_rows(task, data_dir, files)

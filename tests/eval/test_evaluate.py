@@ -93,3 +93,16 @@ def test_every_registered_task_runs(model_dir, tmp_path):
     assert len(res) == len(specs)
     for key, r in res.items():
         assert r["n"] == 3 and 0.0 <= r[r["primary"]] <= 1.0, key
+
+
+def test_results_of_another_model_are_dropped_not_merged(tmp_path):
+    from findap_jax.eval.evaluate import write_outputs
+    logs = []
+    write_outputs(tmp_path, {"fpb": {"accuracy": 0.2, "n": 4}, "cfa_mini": {"accuracy": 0.5, "n": 4}}, {},
+                  model="A", log=logs.append)
+    merged = write_outputs(tmp_path, {"fpb": {"accuracy": 0.3, "n": 4}}, {}, model="A", log=logs.append)
+    assert merged == {"fpb": {"accuracy": 0.3, "n": 4, "model": "A"}, "cfa_mini": {"accuracy": 0.5, "n": 4, "model": "A"}}
+    merged = write_outputs(tmp_path, {"fpb": {"accuracy": 0.9, "n": 4}}, {}, model="B", log=logs.append)
+    assert merged == {"fpb": {"accuracy": 0.9, "n": 4, "model": "B"}}   # A's cfa_mini is not B's
+    assert logs == [f"{tmp_path}/results.json: dropping cfa_mini, evaluated on another model (or its files changed)"]
+    assert "cfa_mini" not in (tmp_path / "report.md").read_text()

@@ -34,3 +34,18 @@ def test_compare_chart_wants_one_label_per_run(tmp_path):
         compare_chart(runs, tmp_path / "c.png", labels=["only one"])
     out = compare_chart(runs, tmp_path / "plots" / "c.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_task_a_run_did_not_evaluate_draws_no_bar(tmp_path, monkeypatch):
+    import math
+
+    from matplotlib.axes import Axes
+    a = _results(tmp_path, "a", 0.2)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps({"cfa_mini:loglik": {"accuracy": 0.5, "n": 30}}))
+    bars, real_bar = [], Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, xs, vals, *a, **k: bars.append(list(vals)) or real_bar(self, xs, vals, *a, **k))
+    compare_chart([a, tmp_path / "b"], tmp_path / "c.png")
+    # tasks in order cfa_mini:loglik, fpb: run a has fpb only, run b cfa_mini only
+    assert math.isnan(bars[0][0]) and bars[0][1] == pytest.approx(20.0)
+    assert bars[1][0] == pytest.approx(50.0) and math.isnan(bars[1][1])

@@ -67,8 +67,24 @@ def test_duplicate_ids_and_missing_answer(tmp_path):
     with pytest.raises(RecordError, match=r"num.jsonl:1: field 'answer'"):
         load_rows(get_task("finqa_mini"), files=str(p))
     p = _write(tmp_path, [{"id": 1, "query": "q", "answer": "3"}, {"id": 2, "query": "q", "answer": "n/a"}], "na.jsonl")
-    with pytest.raises(RecordError, match=r"na.jsonl:2: field 'answer': 'n/a' is not a number"):
+    with pytest.raises(RecordError, match=r"na.jsonl:2: field 'answer': 'n/a' is not a finite number"):
         load_rows(get_task("finqa_mini"), files=str(p))
+    for bad in ("nan", "inf", "1_000"):   # float() would take each
+        p = _write(tmp_path, [{"id": 1, "query": "q", "answer": bad}], "bad.jsonl")
+        with pytest.raises(RecordError, match=rf"bad.jsonl:1: field 'answer': '{bad}' is not a finite number"):
+            load_rows(get_task("finqa_mini"), files=str(p))
+    with pytest.raises(ValueError, match="limit=-1: must be >= 0"):
+        load_rows(get_task("fpb"), limit=-1)
+
+
+def test_finqa_gold_must_be_a_finite_number_or_yes_no(tmp_path):
+    rec = {"id": "r", "pre_text": ["Revenue was 5."], "table": [["a", "1"]], "post_text": [],
+           "qa": {"question": "What?", "exe_ans": 5.0}}
+    for gold in (None, float("nan"), "five"):
+        p = tmp_path / "finqa.json"
+        p.write_text(json.dumps([rec, {**rec, "id": "s", "qa": {"question": "Q?", "exe_ans": gold}}]))
+        with pytest.raises(RecordError, match=r"finqa\.json\[1\]: field 'qa.exe_ans'"):
+            load_rows(get_task("finqa"), files=str(p))
 
 
 def test_data_dir_and_unknown_task(tmp_path):
