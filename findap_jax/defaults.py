@@ -78,7 +78,7 @@ def run_config() -> ml_collections.ConfigDict:
         mesh=dict(data=1, fsdp=-1, tensor=1),   # -1 takes the remaining devices
         rules=ml_collections.FieldReference(None, field_type=list),  # None = parallel.DEFAULT_RULES
         checkpoint_every=100,
-        keep=3,
+        keep=3,                   # checkpoints kept (0 = all)
         async_checkpoint=True,
         log_every=10,
         eval_every=0,             # steps between dev-loss evaluations (0 = never)

@@ -47,7 +47,9 @@ class Checkpointer:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("findap_jax:checkpoints_scanned")
         # cleanup_tmp_directories: a save cut short by kill -9 leaves <step>.orbax-checkpoint-tmp.
-        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        # keep <= 0: every checkpoint (orbax's max_to_keep=0 would delete each one as it is saved)
+        opts = ocp.CheckpointManagerOptions(max_to_keep=keep if keep > 0 else None, create=True,
+                                            cleanup_tmp_directories=True,
                                             enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.dir, options=opts)
 

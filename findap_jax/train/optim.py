@@ -32,8 +32,10 @@ def make_schedule(train_cfg) -> optax.Schedule:
 
 
 def decay_mask(params):
-    """Weight decay on matrices only (not on norm scales), as HF/FinDAP do."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on the weight matrices and embeddings, not on norm scales, as HF/FinDAP
+    do. By name, not rank: the layer stack makes every layer's norm scale [L, D]."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.ndim >= 2 and "norm" not in jax.tree_util.keystr(path), params)
 
 
 def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
