@@ -53,11 +53,18 @@ def compute_table(model, data_cfg, shard: tuple[int, int], shared_multiple: int 
 
 
 def load_or_compute(path: Path, model, data_cfg, shard: tuple[int, int],
-                    shared_multiple: int = 0) -> dict[str, list[float]]:
+                    shared_multiple: int = 0, fingerprint: str = "", log=print) -> dict[str, list[float]]:
+    """The table saved at `path` when it was computed for the same `fingerprint` (the
+    reference model's files and dtype, the sequence length, the host split), else a new one.
+    Pair keys hash the pair's tokens only, so a table of another start model would otherwise
+    be read as this one's."""
     if path.exists():
-        return read_json(path)
+        saved = read_json(path)
+        if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint and isinstance(saved.get("table"), dict):
+            return saved["table"]
+        log(f"{path}: computed for another reference model or setting; computing it again")
     table = compute_table(model, data_cfg, shard, shared_multiple)
-    write_text_atomic(path, json.dumps(table))
+    write_text_atomic(path, json.dumps({"fingerprint": fingerprint, "table": table}))
     return table
 
 

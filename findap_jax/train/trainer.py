@@ -198,12 +198,16 @@ class Trainer:
                 self.ref_params = jax.tree.map(jnp.copy, params)
                 in_shardings += (self.param_shardings,)
             elif tc.reference == "precomputed":
+                from findap_jax.eval.progress import model_fingerprint
                 from findap_jax.train.reference import load_or_compute
                 shard = (jax.process_index(), jax.process_count())
+                multiple = tc.shared_row_multiple if tc.shared_prompt else 0
+                fingerprint = (f"{model_fingerprint(m.path, m.dtype)}|{m.param_dtype}|seq_len={cfg.data.seq_len}"
+                               f"|shard={shard}|shared_multiple={multiple}")
                 with jax.set_mesh(self.mesh):
                     self.ref_table = load_or_compute(
                         self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard,
-                        tc.shared_row_multiple if tc.shared_prompt else 0)
+                        multiple, fingerprint, log=log)
             else:
                 raise ValueError(f"train.reference={tc.reference!r}: choose live or precomputed")
         step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)

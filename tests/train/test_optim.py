@@ -38,3 +38,4 @@ def test_keep_zero_keeps_every_checkpoint(tmp_path):
     assert ckpt.latest_step() == 3
     ckpt.close()
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2, 3]
+
