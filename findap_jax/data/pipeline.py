@@ -125,6 +125,10 @@ class DataIterator:
     def state(self) -> dict:
         return {"batches": self._consumed}
 
+    def element_spec(self) -> dict:
+        """The batches' tf.TensorSpecs (a host with no batch of its own builds empty ones)."""
+        return self._factory().element_spec
+
     def restore(self, state: Mapping) -> None:
         self._consumed = int(state["batches"])
         self._it = None

@@ -318,12 +318,22 @@ class Trainer:
             loss, met = cross_entropy(logits, b["target_tokens"], b["loss_weights"])
             return loss * met["tokens"], met["tokens"]
 
+        rows = cfg.data.batch_size // jax.process_count()
+        batches = []
+        for batch in it:
+            if cfg.run.eval_batches and len(batches) >= cfg.run.eval_batches:
+                break
+            batches.append(pad_rows(batch, rows))
+        if jax.process_count() > 1:   # every batch is a collective: hosts run the same count
+            from jax.experimental import multihost_utils
+            n = int(np.max(multihost_utils.process_allgather(np.int32(len(batches)))))
+            spec = it.element_spec()
+            empty = {k: np.zeros((rows,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype) for k, s in spec.items()}
+            batches += [empty] * (n - len(batches))   # weight 0: they add nothing
         total = weight = 0.0
         with jax.set_mesh(self.mesh):
-            for i, batch in enumerate(it):
-                if cfg.run.eval_batches and i >= cfg.run.eval_batches:
-                    break
-                s, w = sums(model, self._global_batch(pad_rows(batch, cfg.data.batch_size // jax.process_count())))
+            for batch in batches:
+                s, w = sums(model, self._global_batch(batch))
                 total, weight = total + float(s), weight + float(w)
         return total / weight if weight else None
 

@@ -63,3 +63,38 @@ def test_two_processes_match_one(tmp_path):
     moved = max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(
         jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(start, nnx.Param))))
     assert moved > 1e-3  # training really changed the parameters
+
+
+@pytest.mark.slow
+def test_dev_loss_with_uneven_host_shards_equals_one_process(tmp_path):
+    """33 dev documents over 2 hosts at 4 rows each: 5 batches on one, 4 on the other. Each
+    batch is a collective, so the hosts must run the same count (the short one pads)."""
+    import json
+    model = tmp_path / "model"
+    save_tiny_chat_model(model)
+    for split, n in (("train", 16), ("dev", 33)):
+        (tmp_path / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"Filing {i}: revenue rose {i} percent while margins held."}) + "\n" for i in range(n)))
+    tasks = {"lm": {"kind": "cpt", "train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "dev.jsonl")}}
+    common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/sft.py'}",
+              f"--config.model.path={model}", "--config.data.seq_len=64", "--config.data.batch_size=8",
+              "--config.data.pack=false", "--config.data.shuffle=false", f"--config.data.tasks={tasks!r}",
+              "--config.data.mixture=lm", "--config.run.eval_mixture=lm", "--config.run.eval_every=1",
+              "--config.run.eval_batches=0", "--config.train.steps=1", "--config.run.checkpoint_every=0",
+              "--config.run.export_final=false"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
+                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = _free_port()
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"), f"--config.run.coordinator=localhost:{port}",
+                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
+                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
+                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+             for i in range(2)]
+    for p, log in zip(procs, logs):
+        p.wait(timeout=300)
+        assert p.returncode == 0, log.read_text()[-2000:]
+    dev = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0])["dev_loss"] for d in ("single", "multi")]
+    assert dev[0] == pytest.approx(dev[1], abs=1e-5)

@@ -1,4 +1,6 @@
 """Precomputed reference log-prob tables: reused only for the model they were computed with."""
+
+
 def test_a_reference_table_is_reused_only_for_its_own_model(tmp_path, monkeypatch):
     """Pair keys hash tokens only: another start model's table must be recomputed, not read."""
     import json
