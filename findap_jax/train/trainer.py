@@ -207,7 +207,7 @@ class Trainer:
                 with jax.set_mesh(self.mesh):
                     self.ref_table = load_or_compute(
                         self.workdir / f"reference_logps.{shard[0]}.json", self.model, cfg.data, shard,
-                        multiple, fingerprint, log=log)
+                        multiple, fingerprint, log=log, mesh=self.mesh)
             else:
                 raise ValueError(f"train.reference={tc.reference!r}: choose live or precomputed")
         step = make_train_step(graphdef, self.tx, self.schedule, tc, rest=rest)
@@ -328,7 +328,8 @@ class Trainer:
             from jax.experimental import multihost_utils
             n = int(np.max(multihost_utils.process_allgather(np.int32(len(batches)))))
             spec = it.element_spec()
-            empty = {k: np.zeros((rows,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype) for k, s in spec.items()}
+            empty = {k: np.zeros((rows,) + tuple(cfg.data.seq_len if d is None else d for d in s.shape[1:]),
+                                 s.dtype.as_numpy_dtype) for k, s in spec.items()}
             batches += [empty] * (n - len(batches))   # weight 0: they add nothing
         total = weight = 0.0
         with jax.set_mesh(self.mesh):

@@ -98,3 +98,40 @@ def test_dev_loss_with_uneven_host_shards_equals_one_process(tmp_path):
         assert p.returncode == 0, log.read_text()[-2000:]
     dev = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0])["dev_loss"] for d in ("single", "multi")]
     assert dev[0] == pytest.approx(dev[1], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_precomputed_reference_on_two_hosts_equals_one_process(tmp_path):
+    """The reference pass on 2 hosts: global batches over parameters that span both, the same
+    batch count on each (17 pairs at 4 per host: 3 batches on one host, 2 on the other)."""
+    import json
+    model = tmp_path / "model"
+    save_tiny_chat_model(model)
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(
+        {"prompt": f"Did revenue rise in quarter {i}?", "chosen": f"Yes, by {i} percent.", "rejected": "No."}) + "\n"
+        for i in range(17)))
+    tasks = {"pairs": {"kind": "preference", "train": str(tmp_path / "pairs.jsonl")}}
+    common = [sys.executable, "-m", "findap_jax.cli", "train", f"--config={ROOT / 'configs/dpo.py'}",
+              f"--config.model.path={model}", "--config.data.seq_len=64", "--config.data.batch_size=8",
+              "--config.data.shuffle=false", f"--config.data.tasks={tasks!r}", "--config.data.mixture=pairs",
+              "--config.train.reference=precomputed", "--config.train.shared_prompt=false",
+              "--config.train.steps=1", "--config.run.checkpoint_every=0", "--config.run.export_final=false"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
+                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = _free_port()
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"), f"--config.run.coordinator=localhost:{port}",
+                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
+                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
+                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+             for i in range(2)]
+    for p, log in zip(procs, logs):
+        p.wait(timeout=300)
+        assert p.returncode == 0, log.read_text()[-2000:]
+    one = json.loads((tmp_path / "single" / "reference_logps.0.json").read_text())["table"]
+    hosts = [json.loads((tmp_path / "multi" / f"reference_logps.{i}.json").read_text())["table"] for i in range(2)]
+    assert sorted(map(len, hosts)) == [8, 9] and {**hosts[0], **hosts[1]}.keys() == one.keys()
+    for key, want in one.items():
+        np.testing.assert_allclose({**hosts[0], **hosts[1]}[key], want, atol=1e-4)

@@ -8,7 +8,7 @@ def test_a_reference_table_is_reused_only_for_its_own_model(tmp_path, monkeypatc
     from findap_jax.train import reference
     calls = []
 
-    def compute(model, data_cfg, shard, multiple):
+    def compute(model, data_cfg, shard, multiple, mesh=None):
         calls.append(model)
         return {"pair": [float(model), -1.0]}
     monkeypatch.setattr(reference, "compute_table", compute)
