@@ -22,6 +22,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _single_and_two_hosts(tmp_path, command: list) -> str:
+    """Run `command` as 1 process x 8 devices (workdir single/) and as 2 processes x 4
+    devices on loopback (workdir multi/); both must succeed. Host output goes to files, not
+    pipes (a full pipe would block one host inside a collective). Returns the single run's
+    output."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    single = subprocess.run(command + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
+                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = _free_port()
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(command + ["--workdir", str(tmp_path / "multi"), f"--config.run.coordinator=localhost:{port}",
+                                         "--config.run.num_processes=2", f"--config.run.process_id={i}"],
+                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
+                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+             for i in range(2)]
+    for p, log in zip(procs, logs):
+        p.wait(timeout=600)
+        assert p.returncode == 0, log.read_text()[-2000:]
+    return single.stdout + single.stderr
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     model = tmp_path / "model"
@@ -36,24 +58,8 @@ def test_two_processes_match_one(tmp_path):
               "--config.data.mixture=findap_general_preference", "--config.train.shared_row_multiple=256",
               "--config.data.shuffle=false", "--config.train.steps=3", "--config.train.lr=1e-3",
               "--config.run.checkpoint_every=0"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
-                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
-    assert single.returncode == 0, single.stderr[-2000:]
-    assert "prompt-shared, 8 rows of" in single.stdout + single.stderr, (single.stdout + single.stderr)[-2000:]
-    port = _free_port()
-    # Output goes to files, not pipes: a full pipe would block one process inside a
-    # collective while the test waits on the other (a deadlock).
-    logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"),
-                                        f"--config.run.coordinator=localhost:{port}",
-                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
-                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
-                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-             for i in range(2)]
-    for p, log in zip(procs, logs):
-        p.wait(timeout=600)
-        assert p.returncode == 0, log.read_text()[-2000:]
+    out = _single_and_two_hosts(tmp_path, common)
+    assert "prompt-shared, 8 rows of" in out, out[-2000:]
     a, _ = load_pretrained(tmp_path / "single" / "final")
     b, _ = load_pretrained(tmp_path / "multi" / "final")
     from flax import nnx
@@ -82,20 +88,7 @@ def test_dev_loss_with_uneven_host_shards_equals_one_process(tmp_path):
               "--config.data.mixture=lm", "--config.run.eval_mixture=lm", "--config.run.eval_every=1",
               "--config.run.eval_batches=0", "--config.train.steps=1", "--config.run.checkpoint_every=0",
               "--config.run.export_final=false"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
-                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
-    assert single.returncode == 0, single.stderr[-2000:]
-    port = _free_port()
-    logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"), f"--config.run.coordinator=localhost:{port}",
-                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
-                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
-                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-             for i in range(2)]
-    for p, log in zip(procs, logs):
-        p.wait(timeout=300)
-        assert p.returncode == 0, log.read_text()[-2000:]
+    _single_and_two_hosts(tmp_path, common)
     dev = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0])["dev_loss"] for d in ("single", "multi")]
     assert dev[0] == pytest.approx(dev[1], abs=1e-5)
 
@@ -116,20 +109,7 @@ def test_precomputed_reference_on_two_hosts_equals_one_process(tmp_path):
               "--config.data.shuffle=false", f"--config.data.tasks={tasks!r}", "--config.data.mixture=pairs",
               "--config.train.reference=precomputed", "--config.train.shared_prompt=false",
               "--config.train.steps=1", "--config.run.checkpoint_every=0", "--config.run.export_final=false"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    single = subprocess.run(common + ["--workdir", str(tmp_path / "single")], cwd=ROOT, capture_output=True,
-                            text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
-    assert single.returncode == 0, single.stderr[-2000:]
-    port = _free_port()
-    logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = [subprocess.Popen(common + ["--workdir", str(tmp_path / "multi"), f"--config.run.coordinator=localhost:{port}",
-                                        "--config.run.num_processes=2", f"--config.run.process_id={i}"],
-                              cwd=ROOT, stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
-                              env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-             for i in range(2)]
-    for p, log in zip(procs, logs):
-        p.wait(timeout=300)
-        assert p.returncode == 0, log.read_text()[-2000:]
+    _single_and_two_hosts(tmp_path, common)
     one = json.loads((tmp_path / "single" / "reference_logps.0.json").read_text())["table"]
     hosts = [json.loads((tmp_path / "multi" / f"reference_logps.{i}.json").read_text())["table"] for i in range(2)]
     assert sorted(map(len, hosts)) == [8, 9] and {**hosts[0], **hosts[1]}.keys() == one.keys()
