@@ -98,7 +98,8 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts):
-        if i == len(parts) - 1 and i > 0 and parts[i - 1] in OPEN_MAPS and part not in node:
+        if (i == len(parts) - 1 and i > 0 and parts[i - 1] in OPEN_MAPS
+                and isinstance(node, ml_collections.ConfigDict) and part not in node):
             with node.unlocked():   # a new entry of an open map ("data.rates.my_task=0.5")
                 node[part] = None
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class Recipe:
             return None
         info = read_json(p)
         was = info.get("input") if isinstance(info, dict) else None
-        if was is not None and was != str(source):
+        if was is not None and os.path.realpath(was) != os.path.realpath(str(source)):   # however spelled
             raise ValueError(f"{p}: stage {name} ran from {was}, but this recipe runs it from {source} "
                              f"(its stages or model changed); use a new workdir, or delete {p.name} and "
                              "the stage's outputs to run it again")

@@ -67,6 +67,8 @@ def test_open_maps_are_replaced_or_extended(tmp_path):
                                'data.tasks={"extra": {"kind": "cpt", "train": "b.txt"}}'])
     assert cfg.data.rates.to_dict() == {"finance_it": 1.0, "mine": 0.25}   # general_it gone
     assert list(cfg.data.tasks) == ["extra"]
+    with pytest.raises(KeyError, match=r"unknown config key 'eval\.tasks\.xyz'"):   # a string, not a map
+        load_config(str(f), ["eval.tasks.xyz=1"])
     bad = load_config(str(f), ['data.tasks={"mine": {"kind": "cpt", "trian": "a.txt"}}'])
     with pytest.raises(ValueError, match=r"data\.tasks\.mine: unknown key\(s\) \['trian'\].*did you mean 'train'"):
         task_specs(bad.data)

@@ -77,7 +77,7 @@ def test_stage_list_is_checked():
             Recipe(cfg, "/tmp/unused-recipe-dir")
 
 
-def test_a_stage_done_from_another_model_is_not_skipped_silently(tmp_path):
+def test_a_stage_done_from_another_model_is_not_skipped_silently(tmp_path, monkeypatch):
     """Adding cpt_it_2 to a finished recipe changes distill's and rpo's input model: their
     markers, written from cpt_it's model, must not pass for this recipe's stages."""
     r = Recipe(recipe_mod.recipe_config(), tmp_path, log=lambda *_: None)
@@ -86,6 +86,8 @@ def test_a_stage_done_from_another_model_is_not_skipped_silently(tmp_path):
     with pytest.raises(ValueError, match=r"\.distill\.done: stage distill ran from .*cpt_it/final, but this "
                                          r"recipe runs it from .*cpt_it_2/final"):
         r.distill(str(tmp_path / "cpt_it_2" / "final"))
+    monkeypatch.chdir(tmp_path)                                  # the same model, spelled relative
+    assert r._info("distill", "cpt_it/../cpt_it/final")["seconds"] == 1.0
     (tmp_path / ".eval_base.done").write_text('{"seconds": 2.0}')   # a marker from before inputs were kept
     r.evaluate("base", "any-model")
     assert r.evals[-1][0] == "base"

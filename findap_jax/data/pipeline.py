@@ -115,7 +115,8 @@ class DataIterator:
         try:
             batch = next(self._it)
         except tf.errors.OpError as e:   # our readers' errors, raised inside tf.data's generators
-            m = re.search(r"\b(?:ValueError|RecordError|FileNotFoundError): (.+)", e.message)
+            # the message's own exception only (its traceback lists any it was raised while handling)
+            m = re.match(r"\s*(?:\{\{[^}]*\}\}\s*)?(?:ValueError|RecordError|FileNotFoundError): (.+)", e.message)
             if m is None:
                 raise
             raise ValueError(m.group(1).strip()) from None

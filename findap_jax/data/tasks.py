@@ -71,7 +71,6 @@ def iter_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: 
         raise ValueError(f"split {split!r} not available (have {sorted(spec.files)})")
     stats = stats if stats is not None else TaskStats()
     kind = "chat" if spec.kind == "chat" else spec.kind
-    yielded = 0
     for where, rec in read_records(spec.files[split], kind, on_error, stats.skipped, split=split):
         stats.records += 1
         if spec.kind == "cpt":
@@ -91,9 +90,18 @@ def iter_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: 
             stats.tokens += len(first)
             stats.loss_tokens += int(np.sum(ex.get("loss_mask", ex.get("chosen_mask"))))
             ex["task_id"] = np.int32(tid)
-            yielded += 1
             yield ex
-    if not yielded:   # a repeated empty dataset ends a mixture with a bare StopIteration
+
+
+def _training_examples(spec: TaskSpec, split: str, tokenizer, length: int, on_error: str,
+                       stats: TaskStats, tid: int) -> Iterator[dict]:
+    """`iter_examples` for a seqio source; a train split with none is an error (repeated,
+    an empty dataset ends training, even inside a mixture, with a bare StopIteration)."""
+    n = 0
+    for ex in iter_examples(spec, split, tokenizer, length, on_error, stats, tid):
+        n += 1
+        yield ex
+    if not n and split == "train":
         raise ValueError(f"split {split!r} of {spec.files[split]} holds no training example "
                          f"({stats.records} records read, {stats.too_long} too long for {length} tokens, "
                          f"{stats.skipped.total} skipped as bad)")
@@ -104,7 +112,7 @@ def make_source(spec: TaskSpec, tokenizer, length: int, on_error: str, stats: Ta
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # file order is fixed; seqio shuffles examples
         ds = tf.data.Dataset.from_generator(
-            lambda: iter_examples(spec, split, tokenizer, length, on_error, stats, tid),
+            lambda: _training_examples(spec, split, tokenizer, length, on_error, stats, tid),
             output_signature=SIGNATURES[spec.kind])
         # Later epochs replay tokenised examples from memory instead of re-reading files.
         return ds.cache() if cache else ds

@@ -1,6 +1,8 @@
 """Preference pairs from judged trajectories: FAP (outcome) and SCP (stepwise correction)."""
 from __future__ import annotations
 
+import re
+
 from findap_jax.distill.prompts import NEXT_STEP
 
 
@@ -20,6 +22,11 @@ def fap_pairs(prompt: str, samples: list[dict], max_pairs: int) -> list[dict]:
             for g, b in list(zip(good, bad))[:max_pairs]]
 
 
+def _whole_lines(text: str, start: int, end: int) -> bool:
+    head, tail = text[:start].rstrip(" \t"), text[end:].lstrip(" \t")
+    return (not head or head.endswith("\n")) and (not tail or tail.startswith(("\n", "\r")))
+
+
 def scp_pair(prompt: str, sample: dict, reply: dict) -> tuple[dict | None, str | None]:
     """(pair, None) or (None, why it was dropped). The quoted step must be whole lines of
     the trajectory, the quoted prefix exactly the text before it (whitespace aside), and the
@@ -29,16 +36,18 @@ def scp_pair(prompt: str, sample: dict, reply: dict) -> tuple[dict | None, str |
     step = reply["First incorrect step"].strip()
     prefix = reply["Reasoning up to incorrect"].strip()
     fix = reply["Step correction"].strip()
-    start = text.find(step) if step else -1
-    if start < 0:
+    starts = [m.start() for m in re.finditer(re.escape(step), text)] if step else []
+    if not starts:
         return None, "step_not_verbatim"
-    end = start + len(step)
-    head, tail = text[:start].rstrip(" \t"), text[end:].lstrip(" \t")
-    if (head and not head.endswith("\n")) or (tail and not tail.startswith(("\n", "\r"))):
+    # the first place the quote stands as whole lines (it may also occur inside an earlier line)
+    whole = [i for i in starts if _whole_lines(text, i, i + len(step))]
+    if not whole:
         return None, "step_not_whole_lines"
-    before = text[:start].strip()
-    if " ".join(prefix.split()) != " ".join(before.split()):
+    want = " ".join(prefix.split())
+    start = next((i for i in whole if " ".join(text[:i].split()) == want), None)
+    if start is None:
         return None, "prefix_not_just_before_step" if prefix in text else "prefix_not_verbatim"
+    before = text[:start].strip()
     if not fix or fix == step:
         return None, "empty_or_same_correction"
     ctx = f"{prompt}\n\n{before}" if before else prompt

@@ -54,9 +54,15 @@ def load_exercises(files: str | list | None = None, on_error: str = "raise") -> 
                               f"{', '.join(choices)}")
         # without an id, one from the content: a line number or a path's spelling would change
         # when the file is edited or named differently, and a resumed run would redo everything
-        ex_id = rec.get("id") or "sha:" + hashlib.sha256(json.dumps(
-            [rec["question"], rec.get("scenario", ""), rec.get("exhibit", ""), choices, answer],
-            sort_keys=True).encode()).hexdigest()[:16]
+        ex_id = rec.get("id")
+        if not ex_id:   # a repeated exercise gets its occurrence number
+            ex_id = "sha:" + hashlib.sha256(json.dumps(
+                [rec["question"], rec.get("scenario", ""), rec.get("exhibit", ""), choices, answer],
+                sort_keys=True).encode()).hexdigest()[:16]
+            n = 1
+            while (f"{ex_id}#{n}" if n > 1 else ex_id) in seen:
+                n += 1
+            ex_id = f"{ex_id}#{n}" if n > 1 else ex_id
         if ex_id in seen:
             raise RecordError(f"{where}: field 'id': {ex_id!r} repeats")
         seen.add(ex_id)

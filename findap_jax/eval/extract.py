@@ -90,15 +90,20 @@ def extract_number(text: str) -> float | None:
 
 
 def answer_scope(text: str) -> str | None:
-    """The text after the cue that gives the answer: the last `Answer:` / `answer is`
-    followed at once by a number, else the last cue of all ("the answer is approximately
-    40"). So a note after the answer ("Answer: 40\nNote: the answer is rounded to 2
-    places") does not replace it. None without a cue."""
-    cues = [m.end() for m in _CUE.finditer(text)]
+    """The text after the cue that gives the answer: from the last `Answer:` on (or the whole
+    text without one), the last `Answer:` / `answer is` followed at once by a number, else the
+    last cue ("the answer is approximately 40"). So a note after the answer ("Answer: 40\nNote:
+    the answer is rounded to 2 places") does not replace it, nor does a hypothetical before it.
+    None without a cue."""
+    cues = list(_CUE.finditer(text))
     if not cues:
         return None
-    direct = [end for end in cues if _NUMBER_NEXT.match(text, end)]
-    return text[(direct or cues)[-1]:]
+    colon = [m.start() for m in cues if not m.group(0).lower().rstrip().endswith("is")]
+    if colon:   # an "answer is" before the last "Answer:" line is reasoning ("if the answer is 5%")
+        cues = [m for m in cues if m.start() >= colon[-1]]
+    ends = [m.end() for m in cues]
+    direct = [end for end in ends if _NUMBER_NEXT.match(text, end)]
+    return text[(direct or ends)[-1]:]
 
 
 def extract_number_text(text: str) -> str | None:

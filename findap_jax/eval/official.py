@@ -265,7 +265,8 @@ def tatqa_score(pred_answer, pred_scale, gold_answer, gold_scale, answer_type) -
 # --------------------------------------------------------------------------------------
 
 _ANSWER_CUE = re.compile(r"answer\s*[:：]", re.IGNORECASE)
-_ANSWER_IS = re.compile(r"answer\s*is\b\s*[:：]?", re.IGNORECASE)   # only where no "Answer:" is
+# only where no "Answer:" is, and only followed by a number ("the answer is based on ..." is prose)
+_ANSWER_IS = re.compile(r"answer\s*is\b\s*[:：]?(?=[\s*_]*[-+$(]?\s*\d)", re.IGNORECASE)
 # a number (and its scale word) followed by an explanation in brackets: "12.5% (5 / 40)"
 _NUMBER_THEN_ASIDE = re.compile(r"^([-+$]?\s*\d[\d,]*(?:\.\d+)?\s*(?:%|[A-Za-z]+)?)\s*\([^()]*\)$")
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s+")
@@ -322,9 +323,8 @@ def parse_tatqa_prediction(text) -> tuple:
         answers = []
         for s in spans:
             s = _clean_span(s)
-            s = _NUMBER_THEN_ASIDE.sub(r"\1", s)
-            s, found = _split_scale(s)
-            s = _clean_span(s)
+            s, found = _split_scale(s)   # first: the scale word may stand in the aside ("(in thousands)")
+            s = _clean_span(_NUMBER_THEN_ASIDE.sub(r"\1", s))
             if found and not scale:
                 scale = found
             if s:

@@ -27,6 +27,9 @@ def progress_path(out_dir: str | Path, key: str) -> Path:
     return Path(out_dir) / "predictions" / ".progress" / f"{result_file_name(key)}.jsonl"
 
 
+_EVAL_OUTPUTS = ("results.json", "report.md", "compare.png")
+
+
 def model_fingerprint(path: str, dtype: str) -> str:
     """Path, dtype, and the size and modification time of every model file (a model retrained
     or copied over the same path, even in place, gets a new fingerprint; a directory's own
@@ -34,7 +37,9 @@ def model_fingerprint(path: str, dtype: str) -> str:
     p = Path(path)
     if not p.exists():
         return f"{path}|{dtype}|0"
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    # an eval output dir placed inside the model dir changes as the run goes: not model files
+    files = sorted(f for f in p.rglob("*") if f.is_file() and "predictions" not in f.relative_to(p).parts
+                   and f.name not in _EVAL_OUTPUTS) if p.is_dir() else [p]
     stamp = hashlib.sha256("".join(f"{f.relative_to(p) if p.is_dir() else f.name}:{f.stat().st_size}:"
                                    f"{f.stat().st_mtime_ns}\n" for f in files).encode()).hexdigest()[:16]
     return f"{p.resolve()}|{dtype}|{stamp}"

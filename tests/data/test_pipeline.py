@@ -162,6 +162,33 @@ def test_a_task_without_examples_is_an_error_naming_its_file(tmp_path, tok):
             next(make_iterator(cfg, shard=(0, 1)))
 
 
+def test_an_empty_validation_split_is_no_error(tmp_path, tok):
+    """Only a train split must hold examples (the dev loss is skipped without any)."""
+    (tmp_path / "t.jsonl").write_text(json.dumps({"text": "Revenue rose."}) + "\n")
+    (tmp_path / "v.jsonl").write_text("")
+    cfg = _cfg(seq_len=64, batch_size=2, mixture="findap_t",
+               tasks={"t": {"kind": "cpt", "train": str(tmp_path / "t.jsonl"), "validation": str(tmp_path / "v.jsonl")}})
+    register(cfg, tok)
+    assert list(make_iterator(cfg, "validation", num_epochs=1, shuffle=False, shard=(0, 1), drop_remainder=False)) == []
+
+
+def test_only_our_own_errors_are_unwrapped_from_tf_data():
+    import tensorflow as tf
+
+    from findap_jax.data.pipeline import DataIterator
+
+    def failing(message):
+        class Source:
+            def as_numpy_iterator(self):
+                raise tf.errors.InvalidArgumentError(None, None, message)
+                yield
+        return DataIterator(lambda: Source())
+    with pytest.raises(ValueError, match=r"^split 'train' of x holds no training example$"):
+        next(failing("{{function_node f}} ValueError: split 'train' of x holds no training example"))
+    with pytest.raises(tf.errors.InvalidArgumentError):   # a bug raised while handling a ValueError
+        next(failing("{{function_node f}} TypeError: bug\nTraceback ...\nValueError: invalid literal"))
+
+
 def test_bad_mixture_configs(tok):
     with pytest.raises(ValueError, match="sum to zero"):
         register_mixture("findap_empty", {"findap_finance_cpt": 0.0})

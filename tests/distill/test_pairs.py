@@ -35,6 +35,13 @@ def test_scp_pair_drops(reply, why):
     assert scp_pair("PROMPT", {"text": TRAJ, "sample": 0}, reply) == (None, why)
 
 
+def test_scp_pair_finds_the_quote_where_it_is_whole_lines():
+    text = "Step 1: We know x = 5 is given.\nx = 5\nSelection: [[A]]"
+    pair, why = scp_pair("P", {"text": text, "sample": 0},
+                         _reply(step="x = 5", prefix="Step 1: We know x = 5 is given.", fix="x = 6"))
+    assert why is None and pair["prompt"] == "P\n\nStep 1: We know x = 5 is given." + NEXT_STEP
+
+
 def test_fap_pairs_never_pair_a_text_with_itself():
     samples = [{"text": "T", "verdict": "correct", "sample": 0}, {"text": "T", "verdict": "wrong", "sample": 1},
                {"text": "U", "verdict": "correct", "sample": 2}, {"text": "W", "verdict": "wrong", "sample": 3},

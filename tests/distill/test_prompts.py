@@ -30,8 +30,10 @@ def test_ids_without_an_id_field_come_from_the_content(tmp_path, monkeypatch):
                                                                                 ["1", "2"], "answer": "B"}] + rows))]
     assert moved[1:] == ids and len(set(moved)) == 3          # a line inserted above changes none of them
     assert [e["id"] for e in load_exercises("./ex.jsonl")] == moved   # nor does the path's spelling
-    with pytest.raises(RecordError, match=r"ex\.jsonl:2: field 'id': .* repeats"):
-        load_exercises(_write(tmp_path / "ex.jsonl", [rows[0], rows[0]]))
+    twice = [e["id"] for e in load_exercises(_write(tmp_path / "ex.jsonl", [rows[0], rows[1], rows[0]]))]
+    assert twice == [ids[0], ids[1], ids[0] + "#2"]            # a repeated exercise is its own
+    with pytest.raises(RecordError, match=r"ex\.jsonl:2: field 'id': 'x' repeats"):
+        load_exercises(_write(tmp_path / "ex.jsonl", [{**rows[0], "id": "x"}, {**rows[1], "id": "x"}]))
 
 
 def test_policy_prompt_names_the_exercise_letters(tmp_path):

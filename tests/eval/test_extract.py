@@ -73,6 +73,7 @@ def test_extract_label(text, want):
     ("Answer: 1.2e3", 1200.0),
     ("Answer: -2.5E-3", -0.0025),
     ("Answer: $-12", -12.0),
+    ("If the answer is 5%, then x = 6%.\nAnswer: the growth rate is 6%", 6.0),   # a hypothetical first
 ])
 def test_extract_number(text, want):
     got = extract_number(text)

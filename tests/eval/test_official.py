@@ -178,6 +178,8 @@ def test_tatqa_numeric_zero_prediction_is_scored():
     ("Answer: 12.5% (calculated as 5 / 40)", ("12.5", "percent")),  # the bracketed aside dropped
     ("Answer: \u22121,496.5 million", ("-1,496.5", "million")),     # unicode minus
     ("Answer: (1,496.5) million", ("(1,496.5)", "million")),        # kept: span golds look so
+    ("Answer: 1,234 (in thousands)", ("1,234", "thousand")),        # the scale from the aside
+    ("The answer is based on the table below.\n1,000", ("1,000", "")),   # prose "answer is": last line
 ])
 def test_parse_tatqa_prediction(text, want):
     assert parse_tatqa_prediction(text) == want

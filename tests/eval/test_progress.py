@@ -103,3 +103,8 @@ def test_fingerprint_changes_when_a_weights_file_is_overwritten_in_place(tmp_pat
     assert d.stat().st_mtime_ns == dir_mtime
     assert model_fingerprint(str(d), "float32") != before
     assert model_fingerprint(str(d), "bfloat16") != model_fingerprint(str(d), "float32")
+    now = model_fingerprint(str(d), "float32")   # an eval output dir inside the model dir is no model file
+    from findap_jax.eval.progress import progress_path
+    GenerationProgress(progress_path(d / "eval", "fpb"), now).append(["k"], ["t"])
+    (d / "eval" / "results.json").write_text("{}")
+    assert model_fingerprint(str(d), "float32") == now
