@@ -166,8 +166,9 @@ def test_a_crash_in_each_stage_resumes_to_the_uninterrupted_result(tiny_chat_mod
     assert (crashed / "distill" / "pairs.jsonl").read_text() == (whole / "distill" / "pairs.jsonl").read_text()
     for label in ("cpt_it", "rpo"):
         a, b = (json.loads((d / "eval" / label / "results.json").read_text()) for d in (crashed, whole))
-        for res in (a, b):
+        for res, d in ((a, crashed), (b, whole)):
             for r in res.values():
                 for k in ("seconds", "examples_per_s"):
                     r.pop(k)
+                assert r.pop("model").startswith(f"{(d / label / 'final').resolve()}|")   # each run's own
         assert a == b

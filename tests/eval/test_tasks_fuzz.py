@@ -105,7 +105,7 @@ def test_a_bad_row_names_file_line_and_field(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"id": "1", "query": "q", "answer": "2"}\r\n\r\n{"id": "2", "query": "q", "answer": [1]}\r\n')
     assert len(load_rows(_task(path, "text"))) == 2
-    with pytest.raises(RecordError, match=f"{path}:3: field 'answer': '\\[1\\]' is not a number"):
+    with pytest.raises(RecordError, match=f"{path}:3: field 'answer': '\\[1\\]' is not a finite number"):
         load_rows(_task(path, "number"))
     with pytest.raises(RecordError, match=f"{path}:1: field 'choices'"):
         load_rows(_task(path, "label"))
