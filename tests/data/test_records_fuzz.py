@@ -68,7 +68,9 @@ def _split_lines(data: bytes) -> list[bytes]:
 
 def _good(kind: str, line: bytes) -> bool:
     try:
-        validate(kind, json.loads(line.decode("utf-8")))
+        value = json.loads(line.decode("utf-8"))
+        json.dumps(value, ensure_ascii=False).encode("utf-8")   # a lone surrogate escape is no text
+        validate(kind, value)
     except RecordError:
         return False
     except (ValueError, RecursionError):   # undecodable, invalid JSON, over-long integers, deep nesting
